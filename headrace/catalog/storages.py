@@ -1,0 +1,209 @@
+"""Storages: create, find, lock, tokens, and model changes applied to their tables in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from headrace.models import Model, ModelChange
+from headrace.models.types import ColumnType
+from headrace.postgres import quote_ident
+
+STORAGE_SCHEMA = "storage"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+LOAD_MODES = ("append", "merge", "replace")
+
+# System columns every storage table has, in this order, before the model's columns.
+SYSTEM_COLUMNS_DDL = (
+    "_event_id text",
+    "_received_at timestamptz",
+    "_inserted_at timestamptz NOT NULL DEFAULT now()",
+    "_overflow jsonb",
+)
+
+
+class StorageNotFound(LookupError):
+    pass
+
+
+class StorageExists(ValueError):
+    pass
+
+
+class InvalidStorageName(ValueError):
+    pass
+
+
+def validate_storage_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidStorageName(
+            f"invalid storage name {name!r}: 1 to 63 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Storage:
+    id: uuid.UUID
+    name: str
+    table_name: str
+    primary_key: tuple[str, ...]
+    load_mode: str
+    locked: bool
+    model_version: int
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{quote_ident(STORAGE_SCHEMA)}.{quote_ident(self.table_name)}"
+
+    def push_url(self, base_url: str, token: str) -> str:
+        return f"{base_url}/api/data_source/{self.id}/push/{token}"
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Storage:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            table_name=row["table_name"],
+            primary_key=tuple(row["primary_key"]),
+            load_mode=row["load_mode"],
+            locked=row["locked"],
+            model_version=row["model_version"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "locked": self.locked,
+            "version": self.model_version,
+            "primary_key": list(self.primary_key),
+            "load_mode": self.load_mode,
+        }
+
+
+_COLUMNS = "id, name, table_name, primary_key, load_mode, locked, model_version"
+
+
+class Catalog:
+    """Reads and changes the catalog through one pool; model changes also alter the storage's table."""
+
+    def __init__(self, pool: asyncpg.Pool, max_columns: int = 1000) -> None:
+        self.pool = pool
+        self.max_columns = max_columns
+
+    async def create(
+        self, name: str, *, primary_key: list[str] | None = None, load_mode: str = "append"
+    ) -> tuple[Storage, str]:
+        """A new, empty storage and its push token (only its hash is kept, so this is the one chance to see it)."""
+        validate_storage_name(name)
+        if load_mode not in LOAD_MODES:
+            raise ValueError(f"load mode must be one of {', '.join(LOAD_MODES)}")
+        if load_mode == "merge" and not primary_key:
+            raise ValueError("merge needs a primary key")
+        storage_id = uuid.uuid4()
+        token = secrets.token_hex(20)
+        table = quote_ident(STORAGE_SCHEMA) + "." + quote_ident(name)
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    f"INSERT INTO headrace.storages (id, name, table_name, primary_key, load_mode)"
+                    f" VALUES ($1, $2, $2, $3, $4) RETURNING {_COLUMNS}",
+                    storage_id,
+                    name,
+                    primary_key or [],
+                    load_mode,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise StorageExists(f"storage {name!r} exists already") from exc
+            await conn.execute(
+                "INSERT INTO headrace.push_tokens (storage_id, token_sha256) VALUES ($1, $2)",
+                storage_id,
+                hash_token(token),
+            )
+            await conn.execute(
+                "INSERT INTO headrace.model_versions (storage_id, version, columns) VALUES ($1, 0, '[]')",
+                storage_id,
+            )
+            await conn.execute(f"CREATE TABLE {table} ({', '.join(SYSTEM_COLUMNS_DDL)})")
+        return Storage.from_row(row), token
+
+    async def get(self, name: str) -> Storage:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM headrace.storages WHERE name = $1", name)
+        if row is None:
+            raise StorageNotFound(f"no storage named {name!r}")
+        return Storage.from_row(row)
+
+    async def get_by_id(self, storage_id: uuid.UUID) -> Storage:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM headrace.storages WHERE id = $1", storage_id)
+        if row is None:
+            raise StorageNotFound(f"no storage with id {storage_id}")
+        return Storage.from_row(row)
+
+    async def list(self) -> list[Storage]:
+        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM headrace.storages ORDER BY name")
+        return [Storage.from_row(r) for r in rows]
+
+    async def token_hashes(self, storage_id: uuid.UUID) -> list[bytes]:
+        rows = await self.pool.fetch(
+            "SELECT token_sha256 FROM headrace.push_tokens WHERE storage_id = $1 AND revoked_at IS NULL",
+            storage_id,
+        )
+        return [bytes(r["token_sha256"]) for r in rows]
+
+    async def model(self, storage_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> Model:
+        row = await (conn or self.pool).fetchrow(
+            "SELECT version, columns FROM headrace.model_versions WHERE storage_id = $1 ORDER BY version DESC LIMIT 1",
+            storage_id,
+        )
+        return Model.from_json(row["columns"], row["version"], self.max_columns)
+
+    async def evolve(self, conn: asyncpg.Connection, storage: Storage, model: Model, change: ModelChange) -> Model:
+        """Alter the table and record the new model version; the caller holds the transaction and the lock."""
+        table = storage.qualified_table
+        clauses = [f"ADD COLUMN {quote_ident(c.name)} {c.type.postgres}" for c in change.added]
+        for before, after in change.widened:
+            column = quote_ident(after.name)
+            expression = widening_expression(column, before.type, after.type)
+            clauses.append(f"ALTER COLUMN {column} TYPE {after.type.postgres} USING {expression}")
+        if clauses:
+            await conn.execute(f"ALTER TABLE {table} {', '.join(clauses)}")
+        new_model = model.apply(change)
+        await conn.execute(
+            "INSERT INTO headrace.model_versions (storage_id, version, columns, change) VALUES ($1, $2, $3, $4)",
+            storage.id,
+            new_model.version,
+            new_model.to_json(),
+            change.to_json(),
+        )
+        await conn.execute(
+            "UPDATE headrace.storages SET model_version = $2 WHERE id = $1", storage.id, new_model.version
+        )
+        return new_model
+
+
+def widening_expression(column: str, before: ColumnType, after: ColumnType) -> str:
+    """SQL turning a column's values into the wider type, the same text Python's to_text would give."""
+    if after is ColumnType.FLOAT:
+        return f"{column}::double precision"
+    if after is ColumnType.DATETIME:
+        return f"({column}::timestamp AT TIME ZONE 'UTC')"
+    if before is ColumnType.DATETIME:
+        return (
+            f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+            f" || CASE WHEN extract(microseconds FROM {column})::bigint % 1000000 <> 0"
+            f" THEN to_char({column} AT TIME ZONE 'UTC', '.US') ELSE '' END || 'Z'"
+        )
+    if before is ColumnType.DATE:
+        return f"to_char({column}, 'YYYY-MM-DD')"
+    return f"{column}::text"

@@ -1,0 +1,95 @@
+"""Producer and consumer factories configured from Settings, and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import TopicAlreadyExistsError
+
+from headrace.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.require_kafka_bootstrap(),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return config
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (acks=all); idempotence only when configured."""
+    config = _common(settings) | {
+        "acks": "all",
+        "enable_idempotence": settings.kafka_enable_idempotence,
+        "linger_ms": 2,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 15000,
+        "compression_type": None,
+    }
+    return AIOKafkaProducer(**(config | overrides))
+
+
+def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own: whoever uses it decides where positions live."""
+    config = _common(settings) | {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_uncommitted",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(1000, settings.kafka_session_timeout_ms // 3),
+    }
+    return AIOKafkaConsumer(*topics, **(config | overrides))
+
+
+async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(**_common(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if not missing:
+            return
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions or settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+            for name in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+        log.info("created topics", extra={"topics": missing})
+    finally:
+        await admin.close()
+
+
+def metadata_client(settings: Settings) -> AIOKafkaClient:
+    """A bare client for services that only need to know the cluster answers."""
+    return AIOKafkaClient(**_common(settings), request_timeout_ms=5000)
+
+
+async def kafka_reachable(client: AIOKafkaClient, timeout: float = 3.0) -> bool:
+    """True when the cluster answers a metadata request through this client within the timeout."""
+    try:
+        await asyncio.wait_for(client.fetch_all_metadata(), timeout)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,1 @@
+"""The local platform behind `headrace up`: the embedded broker and Postgres, and the service processes."""

@@ -1,0 +1,91 @@
+"""Child processes that die with their parent, free ports, and waiting for a port to answer."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If `headrace up` is killed outright, the kernel sends its children SIGTERM instead of orphaning them.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def spawn(
+    args: list[str], log_file: Path, env: dict[str, str] | None = None, user: str | None = None
+) -> subprocess.Popen:
+    """Start a child in its own session (so a terminal's Ctrl-C reaches only the supervisor), logging to a file."""
+    log: IO[bytes] = open(log_file, "ab")
+    try:
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            user=user,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        log.close()
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
+            await asyncio.sleep(0.1)
+
+
+async def terminate(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Signal a child and wait for it; kill it if it outstays the timeout."""
+    if process.poll() is not None:
+        return
+    try:
+        os.kill(process.pid, sig)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while process.poll() is None:
+        if loop.time() > deadline:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            return
+        await asyncio.sleep(0.05)

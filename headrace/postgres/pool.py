@@ -1,0 +1,48 @@
+"""The asyncpg pool every service uses, with JSON codecs, and identifier quoting for generated SQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+
+from headrace.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Binary codecs, so that COPY (which is always binary in asyncpg) can carry JSON too.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        format="binary",
+    )
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=orjson.dumps, decoder=orjson.loads, format="binary")
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.require_database_url(),
+        min_size=min_size,
+        max_size=max_size or settings.database_pool_size,
+        init=_init_connection,
+        command_timeout=60,
+    )
+
+
+async def postgres_reachable(pool: asyncpg.Pool, timeout: float = 3.0) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.fetchval("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for generated SQL; every table and column name goes through here."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL byte")
+    return '"' + name.replace('"', '""') + '"'

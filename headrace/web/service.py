@@ -1,0 +1,111 @@
+"""A service with an explicit start()/stop() lifecycle, served over aiohttp with /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiokafka.client import AIOKafkaClient
+
+from headrace.kafka import kafka_reachable
+from headrace.logs import setup_logging
+from headrace.metrics import READY, http_metrics_middleware, metrics_body
+from headrace.postgres import create_pool, migrate, postgres_reachable
+from headrace.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+class HttpService:
+    """Base of the aiohttp services. Subclasses add routes and say which Kafka client proves readiness."""
+
+    name = "service"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.app = web.Application(middlewares=[http_metrics_middleware(self.name)], client_max_size=1024**3)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/metrics", self.metrics)
+        self.add_routes(self.app.router)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Subclasses register their own routes here."""
+
+    def kafka_client(self) -> AIOKafkaClient | None:
+        """The client whose reach to the cluster tells readiness."""
+        return None
+
+    def postgres_pool(self) -> asyncpg.Pool | None:
+        """The pool whose reach to Postgres tells readiness."""
+        return self.pool
+
+    async def start(self) -> None:
+        self.pool = await create_pool(self.settings)
+        await migrate(self.pool)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        pool = self.postgres_pool()
+        checks = {"postgres": pool is not None and await postgres_reachable(pool)}
+        client = self.kafka_client()
+        checks["kafka"] = client is not None and await kafka_reachable(client)
+        return checks
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "alive", "service": self.name})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = await self.readiness()
+        ready = all(checks.values())
+        READY.labels(self.name).set(1 if ready else 0)
+        return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = metrics_body()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def serve(service: HttpService, host: str, port: int) -> None:
+    """Run until SIGTERM or SIGINT: listen, then on a signal stop accepting, drain, and stop the service."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await service.start()
+    runner = web.AppRunner(service.app, access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
+    await site.start()
+    log.info("listening", extra={"url": f"http://{host}:{port}"})
+    try:
+        await stopping.wait()
+    finally:
+        log.info("stopping")
+        # runner.cleanup stops accepting and waits for in-flight requests before the service closes its clients.
+        await runner.cleanup()
+        await service.stop()
+        log.info("stopped")
+
+
+def run_service(service_cls: type[HttpService], settings: Settings) -> None:
+    setup_logging(service_cls.name, settings.log_level, settings.log_format)
+    service = service_cls(settings)
+    asyncio.run(serve(service, settings.host, settings.service_port(service_cls.name)))
