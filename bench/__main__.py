@@ -16,7 +16,7 @@ from bench.harness import bench_env
 
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in {"harness"})
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in {"harness", "__main__"})
 
 
 def main() -> int:
