@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 EVENT_ID_HEADER = "hr-event-id"
 RECEIVED_AT_HEADER = "hr-received-at"  # milliseconds since the epoch, as text
 REASON_HEADER = "hr-reason"
 SOURCE_HEADER = "hr-source"  # topic:partition:offset the dead letter came from
+# Replace-mode batches: every row event carries the batch id; one end-marker event (its value is ignored)
+# carries the batch id and the batch's row count, so transform knows when the batch is complete.
+BATCH_ID_HEADER = "hr-batch-id"
+BATCH_ROWS_HEADER = "hr-batch-rows"
+# Merge mode: a record whose `_op` field is "d" deletes the row with its primary key (the other fields are ignored).
+OP_FIELD = "_op"
+DELETE_OP = "d"
+
+
+def event_key(primary_key: tuple[str, ...] | list[str], record: dict[str, Any]) -> bytes | None:
+    """The Kafka key of an event: its primary-key values, so one key's events stay in one partition, in order."""
+    if not primary_key:
+        return None
+    return orjson.dumps([record.get(field) for field in primary_key])
 
 
 def event_headers(event_id: str, received_at_ms: int) -> list[tuple[str, bytes]]:
@@ -28,3 +45,13 @@ def received_at(headers: dict[str, str], fallback_ms: int) -> datetime:
     except (KeyError, ValueError):
         millis = fallback_ms
     return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+def batch_headers(batch_id: str) -> list[tuple[str, bytes]]:
+    """Headers of one row event of a replace batch."""
+    return [(BATCH_ID_HEADER, batch_id.encode())]
+
+
+def batch_end_headers(batch_id: str, rows: int) -> list[tuple[str, bytes]]:
+    """Headers of a replace batch's end marker: the batch is complete once `rows` row events have arrived."""
+    return [(BATCH_ID_HEADER, batch_id.encode()), (BATCH_ROWS_HEADER, str(rows).encode())]

@@ -35,31 +35,37 @@ class Positions:
             self.committed[tp] = found.get(tp)
         return {tp: found.get(tp) for tp in partitions}
 
-    async def advance(self, conn: asyncpg.Connection, topic: str, next_offsets: dict[int, int]) -> None:
-        """Move the positions inside the caller's transaction, failing with Fenced if they moved under us."""
+    async def advance(
+        self,
+        conn: asyncpg.Connection,
+        topic: str,
+        next_offsets: dict[int, int],
+        first_offsets: dict[int, int] | None = None,
+    ) -> None:
+        """Move the positions inside the caller's transaction, failing with Fenced if the batch is stale.
+
+        A batch is stale when Postgres already holds a position past its first offset: another worker (or
+        this one, before a rebalance re-read the partition) committed those events. Postgres is the judge,
+        and the row lock of the upsert makes concurrent writers of one partition take turns.
+        """
         for partition, next_offset in next_offsets.items():
-            expected = self.committed.get((topic, partition))
-            if expected is None:
-                done = await conn.fetchval(
-                    "INSERT INTO headrace.stream_positions (group_name, topic, partition, next_offset)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-                    self.group,
-                    topic,
-                    partition,
-                    next_offset,
-                )
+            if first_offsets is not None and partition in first_offsets:
+                first = first_offsets[partition]
             else:
-                done = await conn.fetchval(
-                    "UPDATE headrace.stream_positions SET next_offset = $4, updated_at = now()"
-                    " WHERE group_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $5 RETURNING 1",
-                    self.group,
-                    topic,
-                    partition,
-                    next_offset,
-                    expected,
-                )
+                first = self.committed.get((topic, partition)) or 0
+            done = await conn.fetchval(
+                "INSERT INTO headrace.stream_positions (group_name, topic, partition, next_offset)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (group_name, topic, partition) DO UPDATE"
+                " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+                " WHERE headrace.stream_positions.next_offset <= $5 RETURNING 1",
+                self.group,
+                topic,
+                partition,
+                next_offset,
+                first,
+            )
             if done is None:
-                raise Fenced(f"{topic}[{partition}] was advanced by another worker")
+                raise Fenced(f"{topic}[{partition}] from offset {first} was already committed")
 
     def committed_now(self, topic: str, next_offsets: dict[int, int]) -> None:
         """Record, after the transaction committed, where this worker now stands."""

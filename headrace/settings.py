@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Base URL push URLs are built on (default: the ingest service's own URL)"
     )
+    admin_token: str | None = Field(
+        None, description="When set, the management API (/api/storages…) requires `Authorization: Bearer <token>`"
+    )
+    max_columns: int = Field(1000, description="Columns per storage before new fields go to `_overflow`")
     ingest_port: int = 8080
     schema_registry_port: int = 8081
     transform_port: int = 8082

@@ -21,6 +21,7 @@ from headrace.events import event_headers
 from headrace.kafka import Topics, producer
 from headrace.web import HttpService, json_error
 from headrace.web.service import json_response
+from ingest.admin import StorageRoutes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class IngestService(HttpService):
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/api/data_source/{storage_id}/push/{token}", self.push)
+        StorageRoutes(self).register(router)
 
     def kafka_client(self) -> AIOKafkaClient | None:
         return self.producer.client if self.producer is not None else None
@@ -55,7 +57,7 @@ class IngestService(HttpService):
     async def start(self) -> None:
         await super().start()
         assert self.pool is not None
-        self.catalog = Catalog(self.pool)
+        self.catalog = Catalog(self.pool, max_columns=self.settings.max_columns)
         self.producer = producer(self.settings)
         await self.producer.start()
 

@@ -67,7 +67,7 @@ class StorageSink(mode.Service):
     async def on_start(self) -> None:
         self.pool = await create_pool(self.settings)
         await migrate(self.pool)
-        self.catalog = Catalog(self.pool)
+        self.catalog = Catalog(self.pool, max_columns=self.settings.max_columns)
         self.writer = StorageWriter(self.catalog, self.positions)
         self.producer = producer(self.settings)
         await self.producer.start()
@@ -149,6 +149,7 @@ class StorageSink(mode.Service):
     async def _write_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
         assert self.writer is not None and self.consumer is not None
         next_offsets = {p: messages[-1].offset + 1 for p, messages in partitions.items()}
+        first_offsets = {p: messages[0].offset for p, messages in partitions.items()}
         storage_id = await self._storage_id(topic)
         events: list[Event] = []
         dead: list[tuple[Any, str]] = []
@@ -168,10 +169,10 @@ class StorageSink(mode.Service):
         try:
             if storage_id is None:
                 async with self.pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
-                    await self.positions.advance(conn, topic, next_offsets)
+                    await self.positions.advance(conn, topic, next_offsets, first_offsets)
                 self.positions.committed_now(topic, next_offsets)
                 return
-            result = await self.writer.write(storage_id, topic, events, next_offsets)
+            result = await self.writer.write(storage_id, topic, events, next_offsets, first_offsets=first_offsets)
         except Fenced as exc:
             log.warning("batch dropped: %s", exc)
             await self._rewind(topic, partitions)

@@ -57,6 +57,8 @@ class StorageWriter:
         model = self._models.get(storage_id)
         if model is None or model.version != storage.model_version:
             model = await self.catalog.model(storage_id, conn)
+            # asyncpg caches each COPY's column types per statement; after a type change they are stale.
+            await conn.reload_schema_state()
             self._models[storage_id] = model
         return storage, model
 
@@ -68,11 +70,17 @@ class StorageWriter:
             if not change:
                 return False
             self._models[storage_id] = await self.catalog.evolve(conn, storage, model, change)
+            await conn.reload_schema_state()
             log.info("model changed", extra={"storage": storage.name, "change": change.to_json()})
             return True
 
     async def write(
-        self, storage_id: uuid.UUID, topic: str, events: list[Event], next_offsets: dict[int, int]
+        self,
+        storage_id: uuid.UUID,
+        topic: str,
+        events: list[Event],
+        next_offsets: dict[int, int],
+        first_offsets: dict[int, int] | None = None,
     ) -> WriteResult:
         """Write the events and advance the topic's positions atomically; raises Fenced if another worker moved them."""
         result = WriteResult()
@@ -82,7 +90,7 @@ class StorageWriter:
                 storage, model = await self._current(conn, storage_id, for_update=False)
                 change, misfits = model.plan(records, locked=storage.locked)
                 if not change:
-                    await self.positions.advance(conn, topic, next_offsets)
+                    await self.positions.advance(conn, topic, next_offsets, first_offsets)
                     if misfits:
                         await self._reject(conn, storage, events, misfits)
                     accepted = [e for i, e in enumerate(events) if i not in misfits]

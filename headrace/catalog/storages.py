@@ -25,6 +25,8 @@ SYSTEM_COLUMNS_DDL = (
     "_received_at timestamptz",
     "_inserted_at timestamptz NOT NULL DEFAULT now()",
     "_overflow jsonb",
+    "_source_partition integer",
+    "_source_offset bigint",
 )
 
 
@@ -153,6 +155,55 @@ class Catalog:
     async def list(self) -> list[Storage]:
         rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM headrace.storages ORDER BY name")
         return [Storage.from_row(r) for r in rows]
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """The storage with its current model, as `storage show` and the HTTP API print it."""
+        storage = await self.get(name)
+        model = await self.model(storage.id)
+        return storage.to_json() | {"columns": [{"name": c.key, "type": c.type.value} for c in model.columns]}
+
+    async def set_locked(self, name: str, locked: bool) -> Storage:
+        """Lock or unlock the model: while locked, types never change and columns are never dropped."""
+        row = await self.pool.fetchrow(
+            f"UPDATE headrace.storages SET locked = $2 WHERE name = $1 RETURNING {_COLUMNS}", name, locked
+        )
+        if row is None:
+            raise StorageNotFound(f"no storage named {name!r}")
+        return Storage.from_row(row)
+
+    async def rotate_token(self, name: str) -> tuple[Storage, str]:
+        """A new push token; the old ones stop working at once (they are kept, revoked, for the record)."""
+        storage = await self.get(name)
+        token = secrets.token_hex(20)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE headrace.push_tokens SET revoked_at = now() WHERE storage_id = $1 AND revoked_at IS NULL",
+                storage.id,
+            )
+            await conn.execute(
+                "INSERT INTO headrace.push_tokens (storage_id, token_sha256) VALUES ($1, $2)",
+                storage.id,
+                hash_token(token),
+            )
+        return storage, token
+
+    async def history(self, name: str) -> list[dict[str, Any]]:
+        """Every model version, oldest first, with what changed from the one before."""
+        storage = await self.get(name)
+        rows = await self.pool.fetch(
+            "SELECT version, columns, change, created_at FROM headrace.model_versions"
+            " WHERE storage_id = $1 ORDER BY version",
+            storage.id,
+        )
+        return [
+            {
+                "version": r["version"],
+                "created_at": r["created_at"],
+                "columns": [{"name": c["key"], "type": c["type"]} for c in r["columns"]],
+                "change": r["change"],
+            }
+            for r in rows
+        ]
 
     async def token_hashes(self, storage_id: uuid.UUID) -> list[bytes]:
         rows = await self.pool.fetch(

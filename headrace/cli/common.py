@@ -41,7 +41,7 @@ def run_with_catalog(ctx: click.Context, work: Callable[[Settings, Catalog], Awa
         pool = await create_pool(settings, max_size=2)
         try:
             await migrate(pool)
-            return await work(settings, Catalog(pool))
+            return await work(settings, Catalog(pool, max_columns=settings.max_columns))
         finally:
             await pool.close()
 

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
@@ -33,11 +38,17 @@ class HttpService:
     """Base of the aiohttp services. Subclasses add routes and say which Kafka client proves readiness."""
 
     name = "service"
+    # Passed to aiohttp's request handler, e.g. {"auto_decompress": False} for a service that inflates bodies itself.
+    handler_args: dict[str, Any] = {}
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
-        self.app = web.Application(middlewares=[http_metrics_middleware(self.name)], client_max_size=1024**3)
+        self.app = web.Application(
+            middlewares=[http_metrics_middleware(self.name)],
+            client_max_size=1024**3,
+            handler_args=self.handler_args or None,
+        )
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
