@@ -87,3 +87,19 @@ def test_the_same_rows_in_any_order_give_the_same_model(rows: list[dict], rng) -
     one_by_one = _types_after([[r] for r in rows])
     assert one_by_one == _types_after([[r] for r in shuffled])
     assert one_by_one == _types_after([rows])
+
+
+def test_past_the_column_limit_new_fields_get_no_column() -> None:
+    model = Model(max_columns=2)
+    change, _ = model.plan([{"a": 1, "b": 2, "c": 3}])
+    assert [c.key for c in change.added] == ["a", "b"]  # the writer keeps "c" in the _overflow column
+    model = model.apply(change)
+    change, _ = model.plan([{"d": 1, "a": 2.5}])
+    assert change.added == [] and [after.type for _, after in change.widened] == [T.FLOAT]
+
+
+def test_a_locked_model_reports_misfits_and_still_adds_columns() -> None:
+    model = Model().apply(Model().plan([{"n": 1}])[0])
+    change, misfits = model.plan([{"n": "abc"}, {"n": 2, "y": 5}], locked=True)
+    assert list(misfits) == [0] and "'n'" in misfits[0].reason
+    assert [c.key for c in change.added] == ["y"] and change.widened == []

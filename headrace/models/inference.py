@@ -32,7 +32,7 @@ def parse_datetime(text: str) -> datetime | None:
     """A strict ISO-8601 datetime, as an aware UTC datetime (naive times are taken as UTC)."""
     if not _DATETIME.match(text):
         return None
-    fraction = re.search(r"\.(\d+)", text)
+    fraction = re.search(r"\.(\d+)", text) if "." in text else None
     if fraction and len(fraction.group(1)) > 6:
         # Python keeps microseconds; nanosecond digits beyond them are cut, as Postgres would round them.
         text = text.replace(fraction.group(0), "." + fraction.group(1)[:6], 1)
@@ -46,7 +46,8 @@ def parse_datetime(text: str) -> datetime | None:
 
 
 def _infer_string(value: str) -> ColumnType:
-    if len(value) <= 35:
+    # Cheap shape test first: most strings are not dates, and regexes per value add up.
+    if 10 <= len(value) <= 35 and value[4] == "-" and value[7] == "-":
         if parse_date(value) is not None:
             return ColumnType.DATE
         if parse_datetime(value) is not None:

@@ -88,10 +88,9 @@ class Model:
         for record in records:
             for key, value in record.items():
                 incoming = infer_value(value)
-                if key in seen:
-                    seen[key] = widen(seen[key], incoming)
-                else:
-                    seen[key] = incoming
+                current = seen.get(key)
+                if current is not incoming:
+                    seen[key] = widen(current, incoming)
         misfits: dict[int, Misfit] = {}
         if locked:
             for index, record in enumerate(records):

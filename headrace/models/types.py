@@ -74,17 +74,25 @@ def _ancestors(t: ColumnType) -> list[ColumnType]:
     return chain
 
 
+def _join(a: ColumnType, b: ColumnType) -> ColumnType:
+    b_chain = _ancestors(b)
+    for t in _ancestors(a):
+        if t in b_chain:
+            return t
+    return ColumnType.STRING
+
+
+# Joins are looked up, not walked: inference calls widen once per value.
+_JOIN = {(a, b): _join(a, b) for a in ColumnType for b in ColumnType}
+
+
 def widen(current: ColumnType | None, incoming: ColumnType | None) -> ColumnType | None:
     """The narrowest type that holds values of both types (None is the type of null)."""
     if current is None:
         return incoming
-    if incoming is None or incoming == current:
+    if incoming is None or incoming is current:
         return current
-    incoming_chain = _ancestors(incoming)
-    for t in _ancestors(current):
-        if t in incoming_chain:
-            return t
-    return ColumnType.STRING
+    return _JOIN[current, incoming]
 
 
 def fits(value_type: ColumnType | None, column_type: ColumnType) -> bool:
