@@ -15,6 +15,8 @@ SOURCE_HEADER = "hr-source"  # topic:partition:offset the dead letter came from
 # carries the batch id and the batch's row count, so transform knows when the batch is complete.
 BATCH_ID_HEADER = "hr-batch-id"
 BATCH_ROWS_HEADER = "hr-batch-rows"
+# A batch may name its own load mode (append, replace or merge), overriding the storage's for that batch.
+LOAD_MODE_HEADER = "hr-load-mode"
 # Merge mode: a record whose `_op` field is "d" deletes the row with its primary key (the other fields are ignored).
 OP_FIELD = "_op"
 DELETE_OP = "d"
@@ -47,11 +49,17 @@ def received_at(headers: dict[str, str], fallback_ms: int) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC)
 
 
-def batch_headers(batch_id: str) -> list[tuple[str, bytes]]:
-    """Headers of one row event of a replace batch."""
-    return [(BATCH_ID_HEADER, batch_id.encode())]
+def batch_headers(batch_id: str, load_mode: str | None = None) -> list[tuple[str, bytes]]:
+    """Headers of one row event of a batch (with the batch's own load mode, when it names one)."""
+    headers = [(BATCH_ID_HEADER, batch_id.encode())]
+    if load_mode is not None:
+        headers.append((LOAD_MODE_HEADER, load_mode.encode()))
+    return headers
 
 
-def batch_end_headers(batch_id: str, rows: int) -> list[tuple[str, bytes]]:
-    """Headers of a replace batch's end marker: the batch is complete once `rows` row events have arrived."""
-    return [(BATCH_ID_HEADER, batch_id.encode()), (BATCH_ROWS_HEADER, str(rows).encode())]
+def batch_end_headers(batch_id: str, rows: int, load_mode: str | None = None) -> list[tuple[str, bytes]]:
+    """Headers of a batch's end marker: the batch is complete once `rows` row events have arrived."""
+    headers = [(BATCH_ID_HEADER, batch_id.encode()), (BATCH_ROWS_HEADER, str(rows).encode())]
+    if load_mode is not None:
+        headers.append((LOAD_MODE_HEADER, load_mode.encode()))
+    return headers

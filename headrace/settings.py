@@ -54,8 +54,33 @@ class Settings(BaseSettings):
     transform_port: int = 8082
     exporter_port: int = 8083
 
+    ingest_max_body_bytes: int = Field(
+        10 * 1024 * 1024, description="Largest push body, in bytes, counted both as sent and after gunzip"
+    )
+    ingest_in_flight_bytes: int = Field(
+        64 * 1024 * 1024, description="Body bytes ingest holds at once across requests; past it pushes get 429"
+    )
+    ingest_produce_timeout_ms: int = Field(
+        5000, description="Longest wait for Kafka to acknowledge a push's events before answering 503"
+    )
+    ingest_cache_seconds: float = Field(5.0, description="How long ingest caches a storage, its tokens and model")
+
     transform_batch_max_rows: int = Field(5000, description="Rows per Postgres write batch, at most")
     transform_batch_max_ms: int = Field(200, description="Longest wait to fill a write batch, in ms")
+
+    exporter_scheduler: bool = Field(
+        True, description="Whether the exporter service starts runs at frequency boundaries"
+    )
+    exporter_spool_dir: Path | None = Field(
+        None, description="Where export runs spool their gzip files before upload (default: the system temp dir)"
+    )
+
+    collector_scheduler: bool = Field(True, description="Whether the ingest service runs collectors on their schedules")
+    collector_poll_seconds: float = Field(5.0, description="How often the collector scheduler looks for due collectors")
+    collector_test_pause_seconds: float = Field(
+        0.0,
+        description="Test hook: a collector run sleeps this long after Kafka acked a batch, before its cursor moves",
+    )
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json (one object per line) or console")

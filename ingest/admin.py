@@ -24,6 +24,16 @@ class HasCatalog(Protocol):
     catalog: Catalog | None
 
 
+def admin_refusal(settings: Settings, request: web.Request) -> web.Response | None:
+    """The 401 answer when HEADRACE_ADMIN_TOKEN is set and the request lacks it; None when it may go on."""
+    expected = settings.admin_token
+    if expected:
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(presented, expected.encode()):
+            return json_error(401, "a valid admin token is required (Authorization: Bearer …)")
+    return None
+
+
 class StorageRoutes:
     """`/api/storages…`: what `headrace storage` does, over HTTP. Guarded by HEADRACE_ADMIN_TOKEN when it is set."""
 
@@ -49,11 +59,9 @@ class StorageRoutes:
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            expected = self.service.settings.admin_token
-            if expected:
-                presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-                if not hmac.compare_digest(presented, expected.encode()):
-                    return json_error(401, "a valid admin token is required (Authorization: Bearer …)")
+            refusal = admin_refusal(self.service.settings, request)
+            if refusal is not None:
+                return refusal
             try:
                 return await handler(request)
             except StorageNotFound as exc:

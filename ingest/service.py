@@ -8,8 +8,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import orjson
+import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
@@ -17,39 +20,70 @@ from aiokafka.errors import KafkaError
 
 from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.catalog.storages import hash_token
-from headrace.events import event_headers
-from headrace.kafka import Topics, producer
+from headrace.kafka import Topics, ensure_topics, producer
+from headrace.models import Model
 from headrace.web import HttpService, json_error
 from headrace.web.service import json_response
+from ingest import metrics
 from ingest.admin import StorageRoutes
+from ingest.body import PushRefused, body_format, parse_records, read_body
+from ingest.budget import ByteBudget, Overloaded, Reservation
+from ingest.collectors.api import CollectorRoutes
+from ingest.collectors.scheduler import start_collector_scheduler, stop_collector_scheduler
+from ingest.data_api import DataRoutes
+from ingest.push import Event, build_events
 
 log = logging.getLogger(__name__)
 
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+PUSH_ROUTE = "/api/data_source/{storage_id}/push/{token}"
 # Hashed when the storage is unknown, so an unknown id costs the same as a wrong token.
 _DUMMY_HASH = hash_token("no such token")
+# Unknown ids are cached too (so a flood of them does not reach Postgres), hence a bound on the cache.
+_CACHE_ENTRIES = 10_000
+# Parsed records and their serialized values cost about twice the body again, held until Kafka answers.
+_PARSED_COST_FACTOR = 2
 
 
 @dataclass(frozen=True)
 class _Known:
     storage: Storage | None
     token_hashes: tuple[bytes, ...]
+    model: Model | None  # only loaded for a locked storage, the one case the push path checks values against it
     expires: float
+
+
+_UNKNOWN = _Known(None, (), None, 0.0)
 
 
 class IngestService(HttpService):
     name = "ingest"
-    CACHE_SECONDS = 5.0
+    # The body is inflated by ingest/body.py with a bound; aiohttp's own inflating would happen before any check.
+    handler_args = {"auto_decompress": False}
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
         self.topics = Topics(settings.topic_prefix)
         self.producer: AIOKafkaProducer | None = None
         self.catalog: Catalog | None = None
+        self.budget = ByteBudget(settings.ingest_in_flight_bytes)
         self._known: dict[uuid.UUID, _Known] = {}
+        self._loading: dict[uuid.UUID, asyncio.Future[_Known]] = {}
+        self._topics_ready: dict[str, asyncio.Future[None]] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+        self._openapi_yaml = OPENAPI_PATH.read_bytes()
+        self._openapi_json = orjson.dumps(yaml.safe_load(self._openapi_yaml))
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_post("/api/data_source/{storage_id}/push/{token}", self.push)
+        router.add_post(PUSH_ROUTE, self.push)
+        router.add_get("/openapi.yaml", self.openapi_yaml)
+        router.add_get("/openapi.json", self.openapi_json)
         StorageRoutes(self).register(router)
+        CollectorRoutes(self).register(router)
+        DataRoutes(self).register(router)
 
     def kafka_client(self) -> AIOKafkaClient | None:
         return self.producer.client if self.producer is not None else None
@@ -60,67 +94,200 @@ class IngestService(HttpService):
         self.catalog = Catalog(self.pool, max_columns=self.settings.max_columns)
         self.producer = producer(self.settings)
         await self.producer.start()
+        self.collector_scheduler = start_collector_scheduler(self.settings, self.catalog, self.producer)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Refuse new pushes (503, so clients go elsewhere) and wait for those already inside to be answered."""
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("pushes still in flight at shutdown", extra={"in_flight": self._in_flight})
 
     async def stop(self) -> None:
+        """Flush what in-flight pushes produced; the HTTP runner has already stopped accepting and drained."""
+        await stop_collector_scheduler(getattr(self, "collector_scheduler", None))
         if self.producer is not None:
             await self.producer.flush()
             await self.producer.stop()
         await super().stop()
 
+    # -- storages, tokens and models, cached --------------------------------------------------------------------
+
+    def forget(self, storage_id: uuid.UUID) -> None:
+        """Drop a storage from the cache, so a change made through this process shows at once."""
+        self._known.pop(storage_id, None)
+
+    async def _load(self, storage_id: uuid.UUID) -> _Known:
+        assert self.catalog is not None
+        try:
+            storage = await self.catalog.get_by_id(storage_id)
+            hashes = tuple(await self.catalog.token_hashes(storage_id))
+            model = await self.catalog.model(storage_id) if storage.locked else None
+        except StorageNotFound:
+            storage, hashes, model = None, (), None
+        return _Known(storage, hashes, model, time.monotonic() + self.settings.ingest_cache_seconds)
+
     async def _storage(self, storage_id: uuid.UUID) -> _Known:
         known = self._known.get(storage_id)
-        if known is None or known.expires < time.monotonic():
-            assert self.catalog is not None
+        if known is not None and known.expires >= time.monotonic():
+            return known
+        # One catalog query per storage however many pushes miss the cache at once.
+        loading = self._loading.get(storage_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(storage_id))
+            self._loading[storage_id] = loading
             try:
-                storage = await self.catalog.get_by_id(storage_id)
-                hashes = tuple(await self.catalog.token_hashes(storage_id))
-            except StorageNotFound:
-                storage, hashes = None, ()
-            known = _Known(storage, hashes, time.monotonic() + self.CACHE_SECONDS)
+                known = await loading
+            finally:
+                del self._loading[storage_id]
+            if len(self._known) >= _CACHE_ENTRIES:
+                self._known.pop(next(iter(self._known)))
             self._known[storage_id] = known
-        return known
+            return known
+        return await asyncio.shield(loading)
 
-    async def authenticate(self, request: web.Request) -> Storage | None:
-        """The storage the URL names, or None when the storage or the token is wrong (indistinguishably)."""
+    async def authenticate(self, request: web.Request) -> _Known:
+        """The storage the URL names, or the unknown marker when the storage or the token is wrong (alike)."""
         try:
             storage_id = uuid.UUID(request.match_info["storage_id"])
         except ValueError:
             storage_id = None
-        known = await self._storage(storage_id) if storage_id else _Known(None, (), 0)
+        known = await self._storage(storage_id) if storage_id else _UNKNOWN
         presented = hash_token(request.match_info["token"])
         matched = False
         for expected in known.token_hashes or (_DUMMY_HASH,):
             matched |= hmac.compare_digest(presented, expected)
-        return known.storage if matched and known.storage is not None else None
+        return known if matched and known.storage is not None else _UNKNOWN
+
+    async def _topic_ready(self, topic: str) -> None:
+        """Create the storage's topic once per process: a storage made by another path may lack it."""
+        ready = self._topics_ready.get(topic)
+        if ready is None:
+            ready = asyncio.ensure_future(ensure_topics(self.settings, [topic]))
+            self._topics_ready[topic] = ready
+        try:
+            await asyncio.shield(ready)
+        except BaseException:
+            if self._topics_ready.get(topic) is ready and ready.done():
+                del self._topics_ready[topic]
+            raise
+
+    # -- the push route -----------------------------------------------------------------------------------------
 
     async def push(self, request: web.Request) -> web.Response:
-        storage = await self.authenticate(request)
-        if storage is None:
-            return json_error(404, "no storage with this id and token")
-        body = await request.read()
+        if self._draining:
+            metrics.EVENTS_REJECTED.labels("shutting_down").inc()
+            return json_error(
+                503, "ingest is shutting down, retry", headers={"Retry-After": "1", "Connection": "close"}
+            )
+        started = time.perf_counter()
+        metrics.PUSHES_IN_FLIGHT.inc()
+        self._in_flight += 1
+        self._idle.clear()
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return json_error(400, f"malformed JSON: {exc}", position=exc.pos)
-        records = parsed if isinstance(parsed, list) else [parsed]
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                return json_error(400, f"element {index} is not a JSON object", index=index)
+            with self.budget.reservation() as reservation:
+                accepted = await self._push(request, reservation)
+            metrics.EVENTS_ACCEPTED.inc(accepted)
+            return json_response({"accepted": accepted})
+        except PushRefused as refused:
+            metrics.EVENTS_REJECTED.labels(refused.reason).inc(refused.events)
+            return json_error(refused.status, refused.message, headers=refused.headers, **refused.extra)
+        except Overloaded as exc:
+            metrics.EVENTS_REJECTED.labels("overloaded").inc()
+            return json_error(429, f"ingest is overloaded, retry later: {exc}", headers={"Retry-After": "1"})
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+            metrics.PUSHES_IN_FLIGHT.dec()
+            metrics.PUSH_LATENCY.observe(time.perf_counter() - started)
+
+    async def _push(self, request: web.Request, reservation: Reservation) -> int:
         received_ms = int(time.time() * 1000)
-        topic = self.topics.ingest(storage.name)
+        known = await self.authenticate(request)
+        storage = known.storage
+        if storage is None:
+            raise PushRefused(404, "not_found", "no storage with this id and token")
+        kind = body_format(request)
+        body, wire = await read_body(request, self.settings.ingest_max_body_bytes, reservation)
+        metrics.RECEIVED_BYTES.inc(wire)
+        metrics.DECODED_BYTES.inc(len(body))
+        reservation.take(len(body) * _PARSED_COST_FACTOR)
+        records = parse_records(body, kind)
+        del body
+        if known.model is not None:
+            _refuse_misfits(known.model, records)
+        events = build_events(records, storage.primary_key, request.headers.get("Idempotency-Key"), received_ms)
+        await self._produce(self.topics.ingest(storage.name), events, received_ms)
+        return len(events)
+
+    async def _produce(self, topic: str, events: list[Event], received_ms: int) -> None:
+        """Send every event and wait for all acknowledgements, within the produce deadline; 503 otherwise."""
+        if not events:
+            return
         assert self.producer is not None
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.ingest_produce_timeout_ms / 1000
+        deadline = loop.time() + timeout
+        started = time.perf_counter()
+        futures: list[asyncio.Future] = []
+        failure: BaseException | None = None
         try:
-            futures = [
-                await self.producer.send(
-                    topic,
-                    value=orjson.dumps(record),
-                    headers=event_headers(str(uuid.uuid4()), received_ms),
-                    timestamp_ms=received_ms,
-                )
-                for record in records
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            log.warning("produce failed: %s", exc)
-            return json_error(503, "Kafka is unreachable; retry later", headers={"Retry-After": "5"})
-        return json_response({"accepted": len(records)})
+            # send() itself may wait for metadata (up to request_timeout_ms) when the cluster is away: bound it too.
+            async with asyncio.timeout_at(deadline):
+                await self._topic_ready(topic)
+                send = self.producer.send
+                for value, key, headers in events:
+                    futures.append(await send(topic, value=value, key=key, headers=headers, timestamp_ms=received_ms))
+            _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                failure = TimeoutError(f"Kafka did not acknowledge {len(pending)} of {len(events)} events in time")
+            else:
+                failure = next((f.exception() for f in futures if f.exception() is not None), None)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            failure = exc
+        if failure is None:
+            metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+            return
+        for future in futures:
+            if not future.done():
+                # Nobody awaits it any more; retrieving its outcome keeps asyncio from logging it as lost.
+                future.add_done_callback(_retrieve)
+        log.warning("produce failed", extra={"topic": topic, "error": repr(failure)})
+        raise PushRefused(
+            503,
+            "kafka_unavailable",
+            "Kafka did not acknowledge the events; nothing of this push is confirmed, retry it later",
+            headers={"Retry-After": str(max(1, round(timeout)))},
+            events=len(events),
+        )
+
+    # -- the API description ------------------------------------------------------------------------------------
+
+    async def openapi_yaml(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi_yaml, content_type="application/yaml")
+
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi_json, content_type="application/json")
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _refuse_misfits(model: Model, records: list[dict[str, Any]]) -> None:
+    """422 when a value does not fit a locked column: nothing of the push is produced, and the caller is told."""
+    _, misfits = model.plan(records, locked=True)
+    if not misfits:
+        return
+    listed = [{"index": index, "field": m.key, "reason": m.reason} for index, m in sorted(misfits.items())]
+    first = listed[0]
+    raise PushRefused(
+        422,
+        "misfit",
+        f"the model is locked; element {first['index']}: {first['reason']}",
+        {"misfits": listed[:100], "misfit_count": len(listed)},
+        events=len(records),
+    )

@@ -14,6 +14,7 @@ import asyncpg
 from headrace.models import Model, ModelChange
 from headrace.models.types import ColumnType
 from headrace.postgres import quote_ident
+from headrace.registry import register_storage_model
 
 STORAGE_SCHEMA = "storage"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
@@ -240,6 +241,8 @@ class Catalog:
         await conn.execute(
             "UPDATE headrace.storages SET model_version = $2 WHERE id = $1", storage.id, new_model.version
         )
+        # The registry's subject <name>-value gets this version in the same transaction (see headrace.registry.store).
+        await register_storage_model(conn, storage.name, new_model)
         return new_model
 
 

@@ -21,6 +21,13 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
 
 
 def main() -> None:
-    from headrace.cli import platform, storage  # noqa: F401 - each module registers its commands
+    import headrace.cli.collector
+    import headrace.cli.etl
+    import headrace.cli.imports  # noqa: F401 - registers `storage import`
+    from headrace.cli import (  # noqa: F401 - each module registers its commands
+        export,
+        platform,
+        storage,
+    )
 
     cli()

@@ -69,6 +69,9 @@ class HttpService:
         self.pool = await create_pool(self.settings)
         await migrate(self.pool)
 
+    async def drain(self) -> None:
+        """Called once the service stops listening: wait for the requests already inside to finish."""
+
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.close()
@@ -110,7 +113,10 @@ async def serve(service: HttpService, host: str, port: int) -> None:
         await stopping.wait()
     finally:
         log.info("stopping")
-        # runner.cleanup stops accepting and waits for in-flight requests before the service closes its clients.
+        # Stop listening, let the requests already inside finish (aiohttp's cleanup would drop the rest of a body
+        # still arriving), then close connections, then the service closes its clients.
+        await site.stop()
+        await service.drain()
         await runner.cleanup()
         await service.stop()
         log.info("stopped")

@@ -1,0 +1,54 @@
+"""Where exports are delivered: a Destination puts whole files under their final names, or nothing."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+class DeliveryFailed(RuntimeError):
+    """The destination refused or lost a file; the run stops and writes no report."""
+
+
+class Destination(ABC):
+    """An open connection to one destination for the length of a run."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:  # noqa: B027 - connectionless destinations need nothing
+        """Connect."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Disconnect."""
+
+    @abstractmethod
+    async def put_file(self, local: Path, name: str) -> None:
+        """Deliver a local file so that `name` appears only once it is complete."""
+
+    @abstractmethod
+    async def put_bytes(self, data: bytes, name: str) -> None:
+        """Deliver a small object (a report, a manifest) with the same guarantee."""
+
+
+def open_destination(destination: object) -> Destination:
+    """The Destination for a definition's destination settings."""
+    from exporter.definitions import S3Destination, SftpDestination
+
+    if isinstance(destination, S3Destination):
+        from exporter.destinations.s3 import S3
+
+        return S3(destination)
+    if isinstance(destination, SftpDestination):
+        from exporter.destinations.sftp import Sftp
+
+        return Sftp(destination)
+    raise TypeError(f"no destination for {type(destination).__name__}")

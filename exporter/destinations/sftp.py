@@ -1,0 +1,79 @@
+"""SFTP delivery with asyncssh: each file is uploaded under a temporary name, then renamed into place."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from exporter.definitions import SftpDestination
+from exporter.destinations import DeliveryFailed, Destination
+
+
+def _temporary(name: str) -> str:
+    folder, leaf = posixpath.split(name)
+    return posixpath.join(folder, f".{leaf}.part")
+
+
+class Sftp(Destination):
+    def __init__(self, settings: SftpDestination) -> None:
+        self.settings = settings
+        self._connection: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+
+    async def open(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {"username": s.user, "port": s.port}
+        if s.private_key:
+            options["client_keys"] = [asyncssh.import_private_key(s.private_key)]
+        else:
+            options["client_keys"] = None
+        if s.password:
+            options["password"] = s.password
+        # With no host key configured any server key is accepted (documented in the README's Exports section).
+        options["known_hosts"] = ([asyncssh.import_public_key(s.host_key)], [], []) if s.host_key else None
+        try:
+            self._connection = await asyncssh.connect(s.host, **options)
+            self._sftp = await self._connection.start_sftp_client()
+        except (OSError, asyncssh.Error) as exc:
+            raise DeliveryFailed(f"sftp://{s.user}@{s.host}:{s.port}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+        if self._connection is not None:
+            self._connection.close()
+            await self._connection.wait_closed()
+
+    async def _rename_into_place(self, temporary: str, name: str) -> None:
+        assert self._sftp is not None
+        # posix-rename replaces an existing file atomically, which a retried run needs; plain rename refuses.
+        try:
+            await self._sftp.posix_rename(temporary, name)
+            return
+        except asyncssh.SFTPOpUnsupported:
+            pass
+        if await self._sftp.exists(name):
+            await self._sftp.remove(name)
+        await self._sftp.rename(temporary, name)
+
+    async def put_file(self, local: Path, name: str) -> None:
+        assert self._sftp is not None
+        temporary = _temporary(name)
+        try:
+            await self._sftp.put(str(local), temporary)
+            await self._rename_into_place(temporary, name)
+        except (OSError, asyncssh.Error) as exc:
+            raise DeliveryFailed(f"sftp {name}: {exc}") from exc
+
+    async def put_bytes(self, data: bytes, name: str) -> None:
+        assert self._sftp is not None
+        temporary = _temporary(name)
+        try:
+            async with self._sftp.open(temporary, "wb") as remote:
+                await remote.write(data)
+            await self._rename_into_place(temporary, name)
+        except (OSError, asyncssh.Error) as exc:
+            raise DeliveryFailed(f"sftp {name}: {exc}") from exc

@@ -1,0 +1,293 @@
+"""CSV and NDJSON files on SFTP or S3: listing by glob pattern, streaming reads, and chunk-wise record parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import fnmatch
+import io
+import posixpath
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aioboto3
+import asyncssh
+import orjson
+
+from headrace.models.inference import parse_text
+from ingest.collectors.definitions import S3Source, SftpSource
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class FileSourceError(RuntimeError):
+    """A file could not be listed, read or parsed: the message names it."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    modified: float  # seconds since the epoch
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "modified": self.modified}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RemoteFile:
+        return cls(data["path"], int(data["size"]), float(data["modified"]))
+
+
+def _glob_prefix(pattern: str) -> str:
+    """The literal part of a pattern before its first wildcard: what S3 can list by."""
+    match = re.search(r"[*?\[]", pattern)
+    return pattern if match is None else pattern[: match.start()]
+
+
+class FileStore:
+    """One connection to an SFTP server or an S3 bucket: list files by pattern, read one as chunks."""
+
+    async def list(self, pattern: str) -> list[RemoteFile]:
+        raise NotImplementedError
+
+    def read(self, path: str) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+
+class SftpStore(FileStore):
+    def __init__(self, sftp: asyncssh.SFTPClient) -> None:
+        self.sftp = sftp
+
+    async def list(self, pattern: str) -> list[RemoteFile]:
+        try:
+            names = await self.sftp.glob(pattern)
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        except (OSError, asyncssh.Error) as exc:
+            raise FileSourceError(f"cannot list {pattern}: {exc}") from exc
+        found = []
+        for name in names:
+            attrs = await self.sftp.stat(name)
+            if attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+                found.append(RemoteFile(name, attrs.size or 0, float(attrs.mtime or 0)))
+        return found
+
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        try:
+            async with self.sftp.open(path, "rb") as remote:
+                while chunk := await remote.read(CHUNK_BYTES):
+                    yield chunk
+        except (OSError, asyncssh.Error) as exc:
+            raise FileSourceError(f"cannot read {path}: {exc}") from exc
+
+
+class S3Store(FileStore):
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    async def list(self, pattern: str) -> list[RemoteFile]:
+        pattern = pattern.lstrip("/")
+        found = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=_glob_prefix(pattern)):
+                for item in page.get("Contents", []):
+                    if fnmatch.fnmatchcase(item["Key"], pattern):
+                        found.append(RemoteFile(item["Key"], item["Size"], item["LastModified"].timestamp()))
+        except Exception as exc:  # botocore's errors share no useful base beyond Exception
+            raise FileSourceError(f"cannot list s3://{self.bucket}/{pattern}: {exc}") from exc
+        return found
+
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        try:
+            response = await self.client.get_object(Bucket=self.bucket, Key=path.lstrip("/"))
+            async for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
+                yield chunk
+        except Exception as exc:
+            raise FileSourceError(f"cannot read s3://{self.bucket}/{path}: {exc}") from exc
+
+
+@asynccontextmanager
+async def open_store(source: SftpSource | S3Source) -> AsyncIterator[FileStore]:
+    if isinstance(source, SftpSource):
+        options: dict[str, Any] = {"username": source.user, "port": source.port}
+        options["client_keys"] = [asyncssh.import_private_key(source.private_key)] if source.private_key else None
+        if source.password:
+            options["password"] = source.password
+        options["known_hosts"] = ([asyncssh.import_public_key(source.host_key)], [], []) if source.host_key else None
+        try:
+            connection = await asyncssh.connect(source.host, **options)
+        except (OSError, asyncssh.Error) as exc:
+            raise FileSourceError(f"cannot connect to sftp://{source.user}@{source.host}:{source.port}: {exc}") from exc
+        try:
+            async with connection.start_sftp_client() as sftp:
+                yield SftpStore(sftp)
+        finally:
+            connection.close()
+            await connection.wait_closed()
+        return
+    session = aioboto3.Session(
+        aws_access_key_id=source.access_key_id,
+        aws_secret_access_key=source.secret_access_key,
+        region_name=source.region,
+    )
+    async with session.client("s3", endpoint_url=source.endpoint_url) as client:
+        yield S3Store(client, source.bucket)
+
+
+def source_from_url(
+    url: str,
+    *,
+    private_key: str | None = None,
+    password: str | None = None,
+    host_key: str | None = None,
+    endpoint_url: str | None = None,
+    region: str = "us-east-1",
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    file_format: str = "csv",
+    delimiter: str = ",",
+) -> SftpSource | S3Source:
+    """sftp://user@host:port/path or s3://bucket/key (either may hold a glob) as a file source."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    common = {"pattern": path, "format": file_format, "delimiter": delimiter}
+    if parts.scheme == "sftp":
+        if not parts.hostname or not parts.username:
+            raise ValueError("an SFTP URL is sftp://user@host[:port]/path")
+        return SftpSource(
+            host=parts.hostname,
+            port=parts.port or 22,
+            user=unquote(parts.username),
+            private_key=private_key,
+            password=password or (unquote(parts.password) if parts.password else None),
+            host_key=host_key,
+            **common,
+        )
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError("an S3 URL is s3://bucket/key")
+        return S3Source(
+            bucket=parts.netloc,
+            endpoint_url=endpoint_url,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            **(common | {"pattern": path.lstrip("/")}),
+        )
+    raise ValueError(f"unsupported file URL {url!r}: use sftp://… or s3://…")
+
+
+def format_of(path: str, default: str = "csv") -> str:
+    leaf = posixpath.basename(path).lower().removesuffix(".gz")
+    if leaf.endswith((".ndjson", ".jsonl", ".json")):
+        return "ndjson"
+    if leaf.endswith((".csv", ".tsv", ".txt")):
+        return "csv"
+    return default
+
+
+class RecordParser:
+    """Turns a file's bytes, fed chunk by chunk, into records; memory is bounded by the chunk, not the file."""
+
+    def __init__(self, file_format: str, delimiter: str = ",", name: str = "file") -> None:
+        self.format = file_format
+        self.delimiter = delimiter
+        self.name = name
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._pending = ""
+        self._header: list[str] | None = None
+        self._line = 0
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        try:
+            text = self._pending + self._decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise FileSourceError(f"{self.name}: not UTF-8 near line {self._line + 1}: {exc}") from exc
+        cut = self._complete_prefix(text)
+        self._pending = text[cut:]
+        return self._parse(text[:cut])
+
+    def close(self) -> list[dict[str, Any]]:
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return self._parse(text)
+
+    def _complete_prefix(self, text: str) -> int:
+        """Where the last complete record ends: after a newline outside any quoted CSV field."""
+        if self.format != "csv":
+            return text.rfind("\n") + 1
+        cut, quotes, start = 0, 0, 0
+        while True:
+            newline = text.find("\n", start)
+            if newline < 0:
+                return cut
+            # RFC 4180 escapes a quote by doubling it, so an even count means no field is left open.
+            quotes += text.count('"', start, newline)
+            if quotes % 2 == 0:
+                cut = newline + 1
+            start = newline + 1
+
+    def _parse(self, text: str) -> list[dict[str, Any]]:
+        if not text:
+            return []
+        if self.format == "ndjson":
+            return self._parse_ndjson(text)
+        records = []
+        reader = csv.reader(io.StringIO(text), delimiter=self.delimiter)
+        for cells in reader:
+            self._line += 1
+            if not cells:
+                continue
+            if self._header is None:
+                self._header = [c.strip() for c in cells]
+                continue
+            if len(cells) > len(self._header):
+                raise FileSourceError(
+                    f"{self.name}: record {self._line} has {len(cells)} cells for {len(self._header)} columns"
+                )
+            records.append({key: parse_text(cell) for key, cell in zip(self._header, cells, strict=False)})
+        return records
+
+    def _parse_ndjson(self, text: str) -> list[dict[str, Any]]:
+        records = []
+        for line in text.splitlines():
+            self._line += 1
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise FileSourceError(f"{self.name}: line {self._line} is not JSON: {exc}") from exc
+            if not isinstance(record, dict):
+                raise FileSourceError(f"{self.name}: line {self._line} is not a JSON object")
+            records.append(record)
+        return records
+
+
+async def parse_file(
+    store: FileStore,
+    path: str,
+    file_format: str,
+    delimiter: str = ",",
+    progress: Callable[[int], None] | None = None,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """A file's records, a chunk's worth at a time; parsing runs in a thread, off the event loop."""
+    parser = RecordParser(file_format, delimiter, path)
+    async for chunk in store.read(path):
+        records = await asyncio.to_thread(parser.feed, chunk)
+        if progress is not None:
+            progress(len(chunk))
+        if records:
+            yield records
+    tail = parser.close()
+    if tail:
+        yield tail

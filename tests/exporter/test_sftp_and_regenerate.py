@@ -1,0 +1,119 @@
+"""SFTP delivery against a real OpenSSH server, and history regeneration from the storages' tables."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+
+from exporter.definitions import ExportStore
+from exporter.partitioning import parse_period
+from exporter.runs import ExportRunner
+from headrace.catalog import Catalog
+from headrace.platform.scratch import ScratchS3, ScratchSftp
+from tests.exporter.conftest import RowsTopic, create_export, gunzip, s3_destination, s3_objects, sftp_destination
+from tests.exporter.test_s3_runs import GUID, SEED_ROWS, data_keys
+
+
+async def test_sftp_names_carry_the_interval_and_report_lists_the_files(
+    runner: ExportRunner, store: ExportStore, rows_topic: RowsTopic, sftp_server: ScratchSftp
+) -> None:
+    folder = sftp_server.root / "myFolder"
+    export = await create_export(
+        store,
+        sources=[rows_topic.name],
+        format="csv",
+        partition_level="hour",
+        destination=sftp_destination(sftp_server, folder).model_dump(),
+    )
+    await rows_topic.send(SEED_ROWS)
+    await rows_topic.send([{"hit_time_utc": None, "event_id": 5}])
+    result = await runner.run(export)
+    assert result.rows == 5
+    names = sorted(p.name for p in folder.iterdir())
+    data = [n for n in names if "_data_" in n]
+    pattern = re.compile(rf"{export.name}_(2021-04-08_(10|11)|unknown)_data_{GUID}_001_0_0\.csv\.gz")
+    assert len(data) == 3 and all(pattern.fullmatch(n) for n in data), names
+    assert not [n for n in names if n.endswith(".part")]  # temporary names were renamed into place
+    reports = [n for n in names if n.endswith("_delivery.report")]
+    assert len(reports) == 1
+    listed = (folder / reports[0]).read_text().splitlines()
+    assert sorted(listed) == sorted(str(folder / n) for n in data)
+    lines = gunzip((folder / next(n for n in data if "_10_data_" in n)).read_bytes()).decode().splitlines()
+    assert lines[0].startswith("_storage,_event_id,") and len(lines) == 3
+
+
+async def test_regenerated_period_holds_the_same_rows_as_the_live_files(
+    runner: ExportRunner,
+    store: ExportStore,
+    rows_topic: RowsTopic,
+    pool: asyncpg.Pool,
+    s3_server: ScratchS3,
+    bucket: str,
+) -> None:
+    # The storage's table and its rows topic hold the same rows, as transform leaves them.
+    rows = [dict(r, _event_id=f"e{i}") for i, r in enumerate(SEED_ROWS)]
+    rows.append({"_event_id": "e9", "hit_time_utc": "2021-04-09T08:00:00Z", "event_id": 9, "page": "next day"})
+    catalog = Catalog(pool)
+    storage = await catalog.get(rows_topic.name)
+    model = await catalog.model(storage.id)
+    records = [
+        {"hit_time_utc": datetime.fromisoformat(r["hit_time_utc"]), "event_id": r["event_id"], "page": r["page"]}
+        for r in rows
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        change, _ = model.plan(
+            [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()} for r in records]
+        )
+        model = await catalog.evolve(conn, storage, model, change)
+        columns = [model.by_key[k].name for k in ("hit_time_utc", "event_id", "page")]
+        await conn.copy_records_to_table(
+            storage.table_name,
+            schema_name="storage",
+            columns=["_event_id", "_received_at", "_inserted_at", *columns],
+            records=[
+                (
+                    r["_event_id"],
+                    datetime(2021, 4, 8, 12, tzinfo=UTC),
+                    datetime(2021, 4, 8, 12, 0, 1, tzinfo=UTC),
+                    rec["hit_time_utc"],
+                    rec["event_id"],
+                    rec["page"],
+                )
+                for r, rec in zip(rows, records, strict=True)
+            ],
+        )
+    await rows_topic.send(rows)
+    export = await create_export(
+        store,
+        sources=[rows_topic.name],
+        format="ndjson",
+        partition_level="hour",
+        destination=s3_destination(s3_server, bucket).model_dump(),
+    )
+    live = await runner.run(export)
+    assert live.rows == 5
+    start, end = parse_period("2021-04-08", "2021-04-08")
+    regenerated = await runner.regenerate(export, start, end, "history")
+    assert regenerated.rows == 4
+    objects = await s3_objects(s3_server, bucket)
+
+    def rows_by_interval(prefix: str) -> dict[str, list[dict]]:
+        found: dict[str, list[dict]] = {}
+        for key in data_keys(objects):
+            if key.startswith(prefix) and "date=2021-04-08" in key:
+                interval = key.split("/data/")[1].rsplit("/", 1)[0]
+                found.setdefault(interval, []).extend(orjson.loads(x) for x in gunzip(objects[key]).splitlines())
+        return {k: sorted(v, key=lambda r: r["_event_id"]) for k, v in found.items()}
+
+    assert rows_by_interval(f"history/{export.name}/") == rows_by_interval(f"myFolder/{export.name}/")
+    assert set(rows_by_interval("history/")) == {"date=2021-04-08/hour=10", "date=2021-04-08/hour=11"}
+    report = [k for k in objects if k.startswith("history/") and k.endswith("_delivery.report")]
+    assert len(report) == 1
+    assert sorted(objects[report[0]].decode().splitlines()) == sorted(
+        k for k in data_keys(objects) if k.startswith("history/")
+    )
+    # The live positions did not move: a live run now has nothing new.
+    assert (await runner.run(export)).status == "empty"

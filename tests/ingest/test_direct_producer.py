@@ -1,0 +1,33 @@
+"""Direct producers (L2): a JSON value produced straight to a storage's ingest topic becomes a row, like a push."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from tests.conftest import RunningPlatform
+
+
+async def test_a_json_value_produced_to_the_ingest_topic_becomes_a_row(
+    platform: RunningPlatform, storage_name: str
+) -> None:
+    created = await asyncio.to_thread(platform.cli_json, "storage", "create", storage_name)
+    topic = created["ingest_topic"]
+    assert topic == f"headrace.ingest.{storage_name}"
+    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, orjson.dumps({"source": "kafka", "n": 7}))
+    finally:
+        await producer.stop()
+    rows: list = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not rows:
+        rows = await asyncio.to_thread(platform.cli_json, "storage", "query", storage_name)
+        if not rows:
+            await asyncio.sleep(0.3)
+    assert len(rows) == 1
+    assert rows[0]["source"] == "kafka" and rows[0]["n"] == 7
