@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = None
     kafka_topic_partitions: int = Field(4, description="Partitions of each topic Headrace creates")
     kafka_replication_factor: int = Field(1, description="Replication factor of each topic Headrace creates")
+    kafka_fetch_max_wait_ms: int = Field(
+        50, description="Longest a consumer's fetch waits for data (bounds push-to-row latency)"
+    )
     kafka_session_timeout_ms: int = Field(
         6000, description="Consumer group session timeout; joining a group takes about half of it on Tansu"
     )

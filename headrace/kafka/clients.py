@@ -49,6 +49,7 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_uncommitted",
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": max(1000, settings.kafka_session_timeout_ms // 3),
     }
