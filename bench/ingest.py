@@ -16,7 +16,7 @@ from bench.kafka_baseline import produce
 from headrace.catalog import Catalog
 from headrace.catalog.provision import create_storage
 from headrace.kafka import ensure_topics
-from headrace.platform.processes import free_port
+from headrace.platform.processes import free_port, wait_ready
 from headrace.postgres import create_pool
 
 NEEDS_POSTGRES = True
@@ -71,22 +71,6 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _wait_ready(url: str, process: asyncio.subprocess.Process, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"ingest exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("ingest did not get ready")
-
-
 async def _batched(push_url: str) -> float:
     body = orjson.dumps([EVENT] * BATCH_EVENTS)
     queue = list(range(BATCHES))
@@ -116,7 +100,7 @@ async def run(env: BenchEnv) -> list[Figure]:
         sys.executable, "-m", "ingest", env=environ, stdout=asyncio.subprocess.DEVNULL
     )
     try:
-        await _wait_ready(url, ingest)
+        await wait_ready(url, ingest)
         pool = await create_pool(settings, max_size=2)
         try:
             created = await create_storage(settings, Catalog(pool), f"bench_{uuid.uuid4().hex[:8]}")

@@ -21,7 +21,7 @@ from bench.harness import BenchEnv, Figure
 from headrace.catalog import Catalog, Storage
 from headrace.events import event_headers, event_key
 from headrace.kafka import Topics, ensure_topics
-from headrace.platform.processes import free_port
+from headrace.platform.processes import free_port, wait_ready
 from headrace.postgres import create_pool, migrate
 
 NEEDS_POSTGRES = True
@@ -81,22 +81,6 @@ def spawn_command(command: list[str], environ: dict[str, str], log: Path) -> sub
 
 def spawn(module: str, environ: dict[str, str], log: Path) -> subprocess.Popen:
     return spawn_command([sys.executable, "-m", module], environ, log)
-
-
-async def wait_http_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{url} exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} not ready")
 
 
 async def timed_fill(count_now, total: int, timeout: float = 300) -> float:
@@ -169,8 +153,8 @@ async def latency(env: BenchEnv, pool: asyncpg.Pool, prefix: str) -> tuple[float
     ingest = spawn("ingest", environ, env.work_dir / "ingest.log")
     transform = spawn("transform", environ, env.work_dir / "transform-latency.log")
     try:
-        await wait_http_ready(f"http://127.0.0.1:{ports['ingest']}", ingest)
-        await wait_http_ready(f"http://127.0.0.1:{ports['transform']}", transform)
+        await wait_ready(f"http://127.0.0.1:{ports['ingest']}", ingest)
+        await wait_ready(f"http://127.0.0.1:{ports['transform']}", transform)
         url = storage.push_url(f"http://127.0.0.1:{ports['ingest']}", token)
         samples = []
         async with aiohttp.ClientSession() as session:

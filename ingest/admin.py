@@ -34,6 +34,35 @@ def admin_refusal(settings: Settings, request: web.Request) -> web.Response | No
     return None
 
 
+ExceptionKinds = type[Exception] | tuple[type[Exception], ...]
+# How a management route answers an exception: a status with the exception's text, or a function of it.
+ErrorAnswers = list[tuple[ExceptionKinds, int | Callable[[Exception], web.Response]]]
+
+STORAGE_ERRORS: ErrorAnswers = [
+    (StorageNotFound, 404),
+    (StorageExists, 409),
+    ((InvalidStorageName, ValueError), 422),
+]
+
+
+def guarded(settings: Settings, handler: Handler, errors: ErrorAnswers) -> Handler:
+    """A management route behind the admin token, answering the user's errors as JSON (first match wins)."""
+
+    async def guarded_handler(request: web.Request) -> web.StreamResponse:
+        refusal = admin_refusal(settings, request)
+        if refusal is not None:
+            return refusal
+        try:
+            return await handler(request)
+        except Exception as exc:
+            for kinds, answer in errors:
+                if isinstance(exc, kinds):
+                    return answer(exc) if callable(answer) else json_error(answer, str(exc))
+            raise
+
+    return guarded_handler
+
+
 class StorageRoutes:
     """`/api/storages…`: what `headrace storage` does, over HTTP. Guarded by HEADRACE_ADMIN_TOKEN when it is set."""
 
@@ -58,20 +87,7 @@ class StorageRoutes:
         return self.service.catalog
 
     def _guarded(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            refusal = admin_refusal(self.service.settings, request)
-            if refusal is not None:
-                return refusal
-            try:
-                return await handler(request)
-            except StorageNotFound as exc:
-                return json_error(404, str(exc))
-            except StorageExists as exc:
-                return json_error(409, str(exc))
-            except (InvalidStorageName, ValueError) as exc:
-                return json_error(422, str(exc))
-
-        return guarded
+        return guarded(self.service.settings, handler, STORAGE_ERRORS)
 
     async def list(self, request: web.Request) -> web.Response:
         return json_response([s.to_json() for s in await self.catalog.list()])

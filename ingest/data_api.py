@@ -19,7 +19,7 @@ from headrace.query import QueryError, run_query
 from headrace.settings import Settings
 from headrace.web import json_error
 from headrace.web.service import json_response
-from ingest.admin import admin_refusal
+from ingest.admin import ErrorAnswers, guarded
 from ingest.body import PushRefused, body_format, parse_records, read_body
 from ingest.budget import ByteBudget, Overloaded
 from ingest.collectors.batches import BatchFailed, BatchWriter
@@ -42,6 +42,23 @@ class DataService(Protocol):
     async def _topic_ready(self, topic: str) -> None: ...
 
 
+def _refused(refused: PushRefused) -> web.Response:
+    return json_error(refused.status, refused.message, headers=refused.headers, **refused.extra)
+
+
+RETRY_SOON = {"Retry-After": "1"}
+DATA_ERRORS: ErrorAnswers = [
+    (StorageNotFound, 404),
+    (PushRefused, _refused),  # type: ignore[list-item]
+    (Overloaded, lambda exc: json_error(429, f"ingest is overloaded, retry later: {exc}", headers=RETRY_SOON)),
+    ((QueryError, FileSourceError, ValueError), 422),
+    (
+        BatchFailed,
+        lambda exc: json_error(503, f"{exc}; send the batch again with the same batch_id", headers=RETRY_SOON),
+    ),
+]
+
+
 class DataRoutes:
     """`/api/storages/{name}/records|batches|query`, behind the admin token like the rest of /api/storages."""
 
@@ -59,26 +76,7 @@ class DataRoutes:
         return self.service.catalog
 
     def _guarded(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            refusal = admin_refusal(self.service.settings, request)
-            if refusal is not None:
-                return refusal
-            try:
-                return await handler(request)
-            except StorageNotFound as exc:
-                return json_error(404, str(exc))
-            except PushRefused as refused:
-                return json_error(refused.status, refused.message, headers=refused.headers, **refused.extra)
-            except Overloaded as exc:
-                return json_error(429, f"ingest is overloaded, retry later: {exc}", headers={"Retry-After": "1"})
-            except (QueryError, FileSourceError, ValueError) as exc:
-                return json_error(422, str(exc))
-            except BatchFailed as exc:
-                return json_error(
-                    503, f"{exc}; send the batch again with the same batch_id", headers={"Retry-After": "1"}
-                )
-
-        return guarded
+        return guarded(self.service.settings, handler, DATA_ERRORS)
 
     async def records(self, request: web.Request) -> web.Response:
         """Like a push to the storage's push URL, but addressed by name with the admin token."""

@@ -13,13 +13,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aioboto3
 import asyncpg
 import orjson
 import pytest
 
 from headrace.platform.processes import free_port
-from headrace.platform.scratch import fresh_database, running_broker
+from headrace.platform.scratch import ScratchS3, ScratchSftp, fresh_database, running_broker, running_s3, running_sftp
 from headrace.postgres import create_pool
 from headrace.settings import SERVICES, Settings
 
@@ -155,3 +157,35 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 def storage_name() -> str:
     """A storage name no other test uses."""
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[ScratchS3]:
+    """moto's standalone S3 server, over HTTP on a loopback port."""
+    with running_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sftp_server(work_dir: Path) -> Iterator[ScratchSftp]:
+    """OpenSSH's sshd with its own config, host key and authorized key, on a loopback port."""
+    with running_sftp(work_dir) as server:
+        yield server
+
+
+def s3_client(server: ScratchS3) -> Any:
+    session = aioboto3.Session(
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+        region_name=server.region,
+    )
+    return session.client("s3", endpoint_url=server.endpoint_url)
+
+
+@pytest.fixture
+async def bucket(s3_server: ScratchS3) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    async with s3_client(s3_server) as client:
+        await client.create_bucket(Bucket=name)
+    return name

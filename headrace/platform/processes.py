@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
+import aiohttp
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -89,3 +91,28 @@ async def terminate(process: subprocess.Popen, sig: int = signal.SIGTERM, timeou
             await asyncio.to_thread(process.wait)
             return
         await asyncio.sleep(0.05)
+
+
+def _exited(process: subprocess.Popen | asyncio.subprocess.Process) -> bool:
+    if isinstance(process, subprocess.Popen):
+        return process.poll() is not None
+    return process.returncode is not None
+
+
+async def wait_ready(url: str, process: subprocess.Popen | asyncio.subprocess.Process, timeout: float = 60) -> None:
+    """Wait until a service answers 200 on /readyz; fail at once if its process exits first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            if _exited(process):
+                raise RuntimeError(f"exited with {process.returncode} before it was ready")
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"not ready after {timeout:.0f}s")
+            await asyncio.sleep(0.2)

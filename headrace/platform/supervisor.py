@@ -10,12 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from headrace.platform.broker import EmbeddedBroker
 from headrace.platform.postgres import EmbeddedPostgres
-from headrace.platform.processes import free_port, port_is_free, spawn, terminate
+from headrace.platform.processes import free_port, port_is_free, spawn, terminate, wait_ready
 from headrace.postgres import create_pool, migrate
 from headrace.settings import SERVICES, Settings, runtime_path
 
@@ -36,23 +35,6 @@ def _say(line: str) -> None:
 
 def _pick_port(host: str, preferred: int) -> int:
     return preferred if port_is_free(host, preferred) else free_port(host)
-
-
-async def _wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"exited with {process.returncode} before it was ready")
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {timeout:.0f}s")
-            await asyncio.sleep(0.2)
 
 
 class Platform:
@@ -117,7 +99,7 @@ class Platform:
 
     async def _ready(self, service: str) -> None:
         try:
-            await _wait_ready(self.settings.service_url(service), self.services[service], timeout=60)
+            await wait_ready(self.settings.service_url(service), self.services[service], timeout=60)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{service} {exc}; see {self.log_dir / (service + '.log')}") from exc
 

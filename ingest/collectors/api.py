@@ -14,7 +14,7 @@ from headrace.catalog import Catalog, InvalidStorageName, StorageNotFound
 from headrace.settings import Settings
 from headrace.web import json_error
 from headrace.web.service import json_response
-from ingest.admin import admin_refusal
+from ingest.admin import ErrorAnswers, guarded
 from ingest.collectors.batches import BatchFailed
 from ingest.collectors.definitions import CollectorDefinition, CollectorExists, CollectorNotFound, CollectorStore
 from ingest.collectors.files import FileSourceError
@@ -34,6 +34,16 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in error['loc']) or 'definition'}: {error['msg']}" for error in exc.errors()
     )
+
+
+COLLECTOR_ERRORS: ErrorAnswers = [
+    ((CollectorNotFound, StorageNotFound), 404),
+    ((CollectorExists, CollectorBusy), 409),
+    (ValidationError, lambda exc: json_error(422, validation_message(exc))),  # type: ignore[arg-type]
+    ((InvalidStorageName, ValueError), 422),
+    ((SourceError, FileSourceError), lambda exc: json_error(502, f"the source failed: {exc}")),
+    (BatchFailed, lambda exc: json_error(503, f"{exc}; the batch stays pending and is sent again on the next run")),
+]
 
 
 class CollectorRoutes:
@@ -64,26 +74,7 @@ class CollectorRoutes:
         return CollectorRunner(self.service.settings, self.catalog, self.service.producer)
 
     def _guarded(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            refusal = admin_refusal(self.service.settings, request)
-            if refusal is not None:
-                return refusal
-            try:
-                return await handler(request)
-            except (CollectorNotFound, StorageNotFound) as exc:
-                return json_error(404, str(exc))
-            except (CollectorExists, CollectorBusy) as exc:
-                return json_error(409, str(exc))
-            except ValidationError as exc:
-                return json_error(422, validation_message(exc))
-            except (InvalidStorageName, ValueError) as exc:
-                return json_error(422, str(exc))
-            except (SourceError, FileSourceError) as exc:
-                return json_error(502, f"the source failed: {exc}")
-            except BatchFailed as exc:
-                return json_error(503, f"{exc}; the batch stays pending and is sent again on the next run")
-
-        return guarded
+        return guarded(self.service.settings, handler, COLLECTOR_ERRORS)
 
     async def list(self, request: web.Request) -> web.Response:
         return json_response([c.to_json() for c in await self.store.list()])

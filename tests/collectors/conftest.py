@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import aioboto3
 import asyncpg
 import pytest
 
 from headrace.catalog import Catalog, StorageNotFound
 from headrace.kafka import producer
-from headrace.platform.scratch import ScratchS3, ScratchSftp, running_s3, running_sftp
 from headrace.query import fetch_rows
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition
@@ -71,32 +68,3 @@ async def make_collector(settings: Settings, pool: asyncpg.Pool, **fields: Any) 
     definition = CollectorDefinition.model_validate(fields)
     await create_collector(settings, Catalog(pool), definition)
     return definition.name
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[ScratchS3]:
-    with running_s3() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def sftp_server(work_dir: Path) -> Iterator[ScratchSftp]:
-    with running_sftp(work_dir) as server:
-        yield server
-
-
-def s3_client(server: ScratchS3) -> Any:
-    session = aioboto3.Session(
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-        region_name=server.region,
-    )
-    return session.client("s3", endpoint_url=server.endpoint_url)
-
-
-@pytest.fixture
-async def bucket(s3_server: ScratchS3) -> str:
-    name = f"collect-{uuid.uuid4().hex[:10]}"
-    async with s3_client(s3_server) as client:
-        await client.create_bucket(Bucket=name)
-    return name

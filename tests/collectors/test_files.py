@@ -12,7 +12,8 @@ import orjson
 from headrace.platform.scratch import ScratchS3, ScratchSftp
 from headrace.settings import Settings
 from ingest.collectors.runner import CollectorRunner
-from tests.collectors.conftest import make_collector, rows_become, s3_client
+from tests.collectors.conftest import make_collector, rows_become
+from tests.conftest import s3_client
 
 
 def sftp_source(server: ScratchSftp, pattern: str) -> dict[str, Any]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gzip
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -17,40 +15,12 @@ from exporter.definitions import Export, ExportDefinition, ExportStore, S3Destin
 from exporter.runs import ExportRunner
 from headrace.catalog import Catalog
 from headrace.kafka import Topics, ensure_topics
-from headrace.platform.scratch import ScratchS3, ScratchSftp, running_s3, running_sftp
+from headrace.platform.scratch import ScratchS3, ScratchSftp
 from headrace.rows import encode_row
 from headrace.settings import Settings
+from tests.conftest import s3_client
 
 ROWS_PARTITIONS = 2
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[ScratchS3]:
-    with running_s3() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def sftp_server(work_dir: Path) -> Iterator[ScratchSftp]:
-    with running_sftp(work_dir) as server:
-        yield server
-
-
-def s3_client(server: ScratchS3) -> Any:
-    session = aioboto3.Session(
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-        region_name=server.region,
-    )
-    return session.client("s3", endpoint_url=server.endpoint_url)
-
-
-@pytest.fixture
-async def bucket(s3_server: ScratchS3) -> str:
-    name = f"exports-{uuid.uuid4().hex[:10]}"
-    async with s3_client(s3_server) as client:
-        await client.create_bucket(Bucket=name)
-    return name
 
 
 async def s3_objects(server: ScratchS3, bucket: str) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from headrace.catalog import Catalog, Storage
 from headrace.kafka import Topics, ensure_topics
-from headrace.platform.processes import free_port
+from headrace.platform.processes import free_port, wait_ready
 from headrace.settings import Settings
 from tests.conftest import REPO, clean_environ
 
@@ -45,18 +45,11 @@ class Worker:
             )
 
     async def ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while time.monotonic() < deadline:
-                assert self.process is not None and self.process.poll() is None, self.log_path.read_text()[-3000:]
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError("transform worker not ready:\n" + self.log_path.read_text()[-3000:])
+        assert self.process is not None
+        try:
+            await wait_ready(f"http://127.0.0.1:{self.port}", self.process, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"transform worker {exc}:\n" + self.log_path.read_text()[-3000:]) from exc
 
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as session:
