@@ -27,6 +27,7 @@ SERVICE_MODULES = {
 }
 DEFAULT_BROKER_PORT = 9092
 DEFAULT_POSTGRES_PORT = 5433
+EMBEDDED_SESSION_TIMEOUT_MS = 3000
 
 
 def _say(line: str) -> None:
@@ -61,7 +62,12 @@ class Platform:
                 "127.0.0.1", _pick_port("127.0.0.1", DEFAULT_BROKER_PORT), self.log_dir / "broker.log"
             )
             await self.broker.start()
-            settings = settings.model_copy(update={"kafka_bootstrap": self.broker.bootstrap})
+            update: dict[str, object] = {"kafka_bootstrap": self.broker.bootstrap}
+            if "kafka_session_timeout_ms" not in settings.model_fields_set:
+                # Tansu forms a group in half the session timeout, and has no minimum like Kafka's 6 s: a new
+                # storage's topic is then picked up by transform in about 1.5 s instead of 3.
+                update["kafka_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
+            settings = settings.model_copy(update=update)
             _say(f"broker           kafka://{self.broker.bootstrap}  (embedded Tansu, in memory)")
         else:
             _say(f"broker           kafka://{settings.kafka_bootstrap}")
@@ -88,6 +94,7 @@ class Platform:
             "HEADRACE_KAFKA_BOOTSTRAP": settings.require_kafka_bootstrap(),
             "HEADRACE_DATABASE_URL": settings.require_database_url(),
             "HEADRACE_DATA_DIR": str(self.data_dir),
+            "HEADRACE_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         }
         for service, module in SERVICE_MODULES.items():
             self.services[service] = spawn([sys.executable, "-m", module], self.log_dir / f"{service}.log", env=env)
