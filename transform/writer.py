@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,10 @@ class _Prepared:
     batch_ends: dict[str, int] = field(default_factory=dict)
     batch_modes: dict[str, str] = field(default_factory=dict)
     staged_deletes: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) of batched merge deletes
+
+
+# Rows sort by where their event came from: (source partition, source offset), positions 4 and 5 of a row tuple.
+_SOURCE_ORDER = operator.itemgetter(4, 5)
 
 
 @lru_cache(maxsize=8192)
@@ -277,11 +282,13 @@ class StorageWriter:
 
     @staticmethod
     def _tuples(model: Model, rows: list[tuple[Event, dict[str, Any]]], now: datetime) -> list[tuple[Any, ...]]:
-        by_key = model.by_key
+        known = model.by_key.keys()
         converters = [(c.key, _converter(c.type)) for c in model.columns]
         out = []
         for event, record in rows:
-            overflow = {k: v for k, v in record.items() if k not in by_key} or None
+            # Set difference runs in C; fields without a column are rare, so most rows skip the dict entirely.
+            extra = record.keys() - known
+            overflow = {k: record[k] for k in extra} if extra else None
             get = record.get
             out.append(
                 (
@@ -300,20 +307,14 @@ class StorageWriter:
     def _published(model: Model, tuples: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         """The rows-topic form of written rows (see headrace.rows): fields by their keys, then system fields."""
         keys = [c.key for c in model.columns]
+        keys += ["_event_id", "_received_at", "_inserted_at", "_source_partition", "_source_offset"]
         out = []
-        for row in tuples:
-            item = dict(zip(keys, row[6:], strict=True))
-            for key, value in (row[3] or {}).items():
-                item.setdefault(key, value)
-            item.update(
-                _event_id=row[0],
-                _received_at=row[1],
-                _inserted_at=row[2],
-                _source_partition=row[4],
-                _source_offset=row[5],
-            )
+        for row in sorted(tuples, key=_SOURCE_ORDER):
+            item = dict(zip(keys, (*row[6:], row[0], row[1], row[2], row[4], row[5]), strict=True))
+            if row[3]:
+                for key, value in row[3].items():
+                    item.setdefault(key, value)
             out.append(item)
-        out.sort(key=lambda r: (r["_source_partition"], r["_source_offset"]))
         return out
 
     async def _append(
