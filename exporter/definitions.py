@@ -11,6 +11,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headrace.catalog import Catalog, validate_storage_name
+from headrace.s3 import S3Connection
 
 # Fields that hold credentials: stored, used, never shown back.
 SECRET_FIELDS = frozenset({"secret_access_key", "session_token", "password", "private_key"})
@@ -33,15 +34,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class S3Destination(_Strict):
+class S3Destination(S3Connection):
     kind: Literal["s3"] = "s3"
     bucket: str = Field(min_length=3)
     folder: str = ""
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
 
 
 class SftpDestination(_Strict):

@@ -36,6 +36,7 @@ from headrace.events import REASON_HEADER, SOURCE_HEADER
 from headrace.kafka import Topics, consumer, producer
 from headrace.models import ColumnType
 from headrace.postgres import quote_ident
+from headrace.query import stored_columns, stored_row
 from headrace.rows import SOURCE_OFFSET, SOURCE_PARTITION, decode_row, encode_row, is_duplicate
 from headrace.settings import Settings
 
@@ -680,9 +681,7 @@ class ExportRunner:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """A storage's rows in insertion order, spelled as on the rows topic, a chunk at a time from a cursor."""
         model = await self.catalog.model(storage.id)
-        columns = model.columns
-        selected = ["_event_id", "_received_at", "_inserted_at", "_overflow", *(c.name for c in columns)]
-        sql = f"SELECT {', '.join(quote_ident(c) for c in selected)} FROM {storage.qualified_table}"
+        sql = f"SELECT {stored_columns(model)} FROM {storage.qualified_table}"
         args: list[Any] = []
         event_column = model.by_key.get(event_time_key)
         if event_column is not None and event_column.type in (ColumnType.DATETIME, ColumnType.DATE):
@@ -698,17 +697,5 @@ class ExportRunner:
                 records = await cursor.fetch(FETCH_ROWS)
                 if not records:
                     return
-                chunk = []
-                for record in records:
-                    row: dict[str, Any] = {
-                        "_event_id": record["_event_id"],
-                        "_received_at": record["_received_at"],
-                        "_inserted_at": record["_inserted_at"],
-                    }
-                    for c in columns:
-                        row[c.key] = record[c.name]
-                    for key, value in (record["_overflow"] or {}).items():
-                        row.setdefault(key, value)
-                    # Through the rows-topic encoding, so regenerated values are spelled as the live ones.
-                    chunk.append(decode_row(encode_row(row)))
-                yield chunk
+                # Through the rows-topic encoding, so regenerated values are spelled as the live ones.
+                yield [decode_row(encode_row(stored_row(record, model))) for record in records]

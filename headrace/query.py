@@ -16,28 +16,35 @@ from headrace.postgres import quote_ident
 SYSTEM_COLUMNS = ("_event_id", "_received_at", "_inserted_at", "_source_partition", "_source_offset")
 
 
+def stored_columns(model: Model) -> str:
+    """The SELECT list that reads a storage row whole: system columns, `_overflow`, then the model's columns."""
+    return ", ".join(quote_ident(c) for c in (*SYSTEM_COLUMNS, "_overflow", *(c.name for c in model.columns)))
+
+
+def stored_row(record: asyncpg.Record, model: Model) -> dict[str, Any]:
+    """A row read with stored_columns() as fields by their original keys, system fields first.
+
+    System fields win over a same-named key, and model columns over `_overflow` entries.
+    """
+    row: dict[str, Any] = {name: record[name] for name in SYSTEM_COLUMNS}
+    for column in model.columns:
+        row.setdefault(column.key, record[column.name])
+    overflow = record["_overflow"]
+    if overflow:
+        for key, value in overflow.items():
+            row.setdefault(key, value)
+    return row
+
+
 async def fetch_rows(catalog: Catalog, storage: Storage, limit: int | None = None) -> list[dict[str, Any]]:
     """Every row in insertion order: system columns under their `_` names, then the model's fields."""
     model = await catalog.model(storage.id)
-    selected = [*SYSTEM_COLUMNS, "_overflow", *(c.name for c in model.columns)]
-    sql = (
-        f"SELECT {', '.join(quote_ident(c) for c in selected)} FROM {storage.qualified_table}"
-        " ORDER BY _inserted_at, _event_id"
-    )
+    sql = f"SELECT {stored_columns(model)} FROM {storage.qualified_table} ORDER BY _inserted_at, _event_id"
     args: list[Any] = []
     if limit is not None:
         sql += " LIMIT $1"
         args.append(limit)
-    rows: list[asyncpg.Record] = await catalog.pool.fetch(sql, *args)
-    out = []
-    for row in rows:
-        item: dict[str, Any] = {name: row[name] for name in SYSTEM_COLUMNS}
-        for column in model.columns:
-            item[column.key] = row[column.name]
-        for key, value in (row["_overflow"] or {}).items():
-            item.setdefault(key, value)
-        out.append(item)
-    return out
+    return [stored_row(record, model) for record in await catalog.pool.fetch(sql, *args)]
 
 
 # -- queries built from a declarative spec: columns, filters, group by, aggregates, order, limit ----------------------

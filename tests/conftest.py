@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import asyncpg
 import orjson
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from headrace.platform.processes import free_port
 from headrace.platform.scratch import ScratchS3, ScratchSftp, fresh_database, running_broker, running_s3, running_sftp
 from headrace.postgres import create_pool
+from headrace.s3 import S3Connection
 from headrace.settings import SERVICES, Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,12 +174,12 @@ def sftp_server(work_dir: Path) -> Iterator[ScratchSftp]:
 
 
 def s3_client(server: ScratchS3) -> Any:
-    session = aioboto3.Session(
-        aws_access_key_id=server.access_key_id,
-        aws_secret_access_key=server.secret_access_key,
-        region_name=server.region,
-    )
-    return session.client("s3", endpoint_url=server.endpoint_url)
+    return S3Connection(
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        access_key_id=server.access_key_id,
+        secret_access_key=server.secret_access_key,
+    ).client()
 
 
 @pytest.fixture

@@ -21,10 +21,9 @@ from prometheus_client import Counter
 from headrace.catalog import Catalog, Storage
 from headrace.kafka import Topics, ensure_topics
 from headrace.models import Model
-from headrace.postgres import quote_ident
+from headrace.query import stored_columns, stored_row
 from headrace.rows import encode_row
 from headrace.settings import Settings
-from transform.writer import SYSTEM_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +107,12 @@ class RowsPublisher:
 
     async def rows_from_table(self, storage: Storage, where: str, args: list[Any]) -> list[dict[str, Any]]:
         model: Model = await self.catalog.model(storage.id)
-        selected = [*SYSTEM_COLUMNS, *(c.name for c in model.columns)]
         records = await self.pool.fetch(
-            f"SELECT {', '.join(quote_ident(c) for c in selected)} FROM {storage.qualified_table}"
+            f"SELECT {stored_columns(model)} FROM {storage.qualified_table}"
             f" WHERE {where} ORDER BY _source_partition, _source_offset",
             *args,
         )
-        rows = []
-        for record in records:
-            row: dict[str, Any] = {c.key: record[c.name] for c in model.columns}
-            for key, value in (record["_overflow"] or {}).items():
-                row.setdefault(key, value)
-            row.update({name: record[name] for name in SYSTEM_COLUMNS if name != "_overflow"})
-            rows.append(row)
-        return rows
+        return [stored_row(record, model) for record in records]
 
     async def repair(self, storage: Storage, ingest_topic: str, committed: dict[int, int | None]) -> None:
         """On assignment: republish what was committed but not published, for these partitions of one storage."""

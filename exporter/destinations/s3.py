@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -24,15 +23,7 @@ class S3(Destination):
         self._client: Any = None
 
     async def open(self) -> None:
-        session = aioboto3.Session(
-            aws_access_key_id=self.settings.access_key_id,
-            aws_secret_access_key=self.settings.secret_access_key,
-            aws_session_token=self.settings.session_token,
-            region_name=self.settings.region or "us-east-1",
-        )
-        self._client = await self._stack.enter_async_context(
-            session.client("s3", endpoint_url=self.settings.endpoint_url)
-        )
+        self._client = await self._stack.enter_async_context(self.settings.client())
 
     async def close(self) -> None:
         await self._stack.aclose()

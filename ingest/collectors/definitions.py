@@ -14,6 +14,8 @@ import asyncpg
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from headrace.s3 import S3Connection
+
 EXTRACT_MODES = ("snapshot", "incremental-appends", "incremental-updates")
 # Each extract mode loads with the load mode that gives its batches their meaning (seed 003).
 LOAD_MODE_OF = {"snapshot": "replace", "incremental-appends": "append", "incremental-updates": "merge"}
@@ -75,13 +77,9 @@ class SftpSource(_FileSource):
         return self
 
 
-class S3Source(_FileSource):
+class S3Source(_FileSource, S3Connection):
     kind: Literal["s3"] = "s3"
     bucket: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
 
 
 class HttpSource(_Strict):
@@ -176,7 +174,7 @@ def public_definition(definition: CollectorDefinition) -> dict[str, Any]:
     source = data["source"]
     if "dsn" in source:
         source["dsn"] = mask_dsn(source["dsn"])
-    for secret in ("private_key", "password", "secret_access_key"):
+    for secret in ("private_key", "password", "secret_access_key", "session_token"):
         if source.get(secret):
             source[secret] = MASK
     for header in source.get("headers") or {}:

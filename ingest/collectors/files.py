@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aioboto3
 import asyncssh
 import orjson
 
@@ -132,12 +131,7 @@ async def open_store(source: SftpSource | S3Source) -> AsyncIterator[FileStore]:
             connection.close()
             await connection.wait_closed()
         return
-    session = aioboto3.Session(
-        aws_access_key_id=source.access_key_id,
-        aws_secret_access_key=source.secret_access_key,
-        region_name=source.region,
-    )
-    async with session.client("s3", endpoint_url=source.endpoint_url) as client:
+    async with source.client() as client:
         yield S3Store(client, source.bucket)
 
 
