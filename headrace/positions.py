@@ -40,7 +40,7 @@ class Positions:
         conn: asyncpg.Connection,
         topic: str,
         next_offsets: dict[int, int],
-        first_offsets: dict[int, int] | None = None,
+        first_offsets: dict[int, int],
     ) -> None:
         """Move the positions inside the caller's transaction, failing with Fenced if the batch is stale.
 
@@ -48,24 +48,24 @@ class Positions:
         this one, before a rebalance re-read the partition) committed those events. Postgres is the judge,
         and the row lock of the upsert makes concurrent writers of one partition take turns.
         """
-        for partition, next_offset in next_offsets.items():
-            if first_offsets is not None and partition in first_offsets:
-                first = first_offsets[partition]
-            else:
-                first = self.committed.get((topic, partition)) or 0
-            done = await conn.fetchval(
-                "INSERT INTO headrace.stream_positions (group_name, topic, partition, next_offset)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (group_name, topic, partition) DO UPDATE"
-                " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
-                " WHERE headrace.stream_positions.next_offset <= $5 RETURNING 1",
-                self.group,
-                topic,
-                partition,
-                next_offset,
-                first,
-            )
-            if done is None:
-                raise Fenced(f"{topic}[{partition}] from offset {first} was already committed")
+        partitions = list(next_offsets)
+        moved = await conn.fetch(
+            "INSERT INTO headrace.stream_positions (group_name, topic, partition, next_offset)"
+            " SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS b(p, n, f)"
+            " ON CONFLICT (group_name, topic, partition) DO UPDATE"
+            " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+            " WHERE headrace.stream_positions.next_offset <= ("
+            "   SELECT f FROM unnest($3::int[], $5::bigint[]) AS s(p, f) WHERE s.p = EXCLUDED.partition)"
+            " RETURNING partition",
+            self.group,
+            topic,
+            partitions,
+            [next_offsets[p] for p in partitions],
+            [first_offsets[p] for p in partitions],
+        )
+        stale = set(partitions) - {r["partition"] for r in moved}
+        if stale:
+            raise Fenced(f"{topic}{sorted(stale)} already committed past this batch's first offsets")
 
     def committed_now(self, topic: str, next_offsets: dict[int, int]) -> None:
         """Record, after the transaction committed, where this worker now stands."""

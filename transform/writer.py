@@ -223,7 +223,7 @@ class StorageWriter:
         topic: str,
         events: list[Event],
         next_offsets: dict[int, int],
-        first_offsets: dict[int, int] | None = None,
+        first_offsets: dict[int, int],
     ) -> WriteResult:
         """Write the events and advance the topic's positions atomically; raises Fenced if another worker moved them."""
         result = WriteResult()

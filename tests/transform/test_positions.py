@@ -1,0 +1,30 @@
+"""Positions in Postgres: a batch commits only if no position past its first offset is stored (the fence)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from headrace.positions import Fenced, Positions
+
+
+async def advance(pool: asyncpg.Pool, positions: Positions, topic: str, spans: dict[int, tuple[int, int]]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await positions.advance(
+            conn, topic, {p: n for p, (_, n) in spans.items()}, {p: f for p, (f, _) in spans.items()}
+        )
+
+
+async def test_a_stale_batch_is_fenced_and_moves_nothing(pool: asyncpg.Pool) -> None:
+    positions = Positions(f"group-{uuid.uuid4().hex[:8]}")
+    topic = "fence"
+    await advance(pool, positions, topic, {0: (0, 5), 1: (0, 3)})
+    # A re-read of partition 0 from offset 0 (a rebalance sought back) must not commit again, nor move partition 1.
+    with pytest.raises(Fenced):
+        await advance(pool, positions, topic, {0: (0, 7), 1: (3, 4)})
+    # Gaps are allowed (offsets skipped by dead letters or compaction); overlaps are not.
+    await advance(pool, positions, topic, {0: (6, 9), 1: (3, 4)})
+    stored = await positions.load(pool, [(topic, 0), (topic, 1)])
+    assert stored == {(topic, 0): 9, (topic, 1): 4}
