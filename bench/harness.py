@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -43,8 +42,3 @@ def bench_env(need_postgres: bool = True) -> Iterator[BenchEnv]:
         bootstrap = stack.enter_context(running_broker(work_dir))
         database_url = stack.enter_context(fresh_database(work_dir)) if need_postgres else None
         yield BenchEnv(Settings(kafka_bootstrap=bootstrap, database_url=database_url, data_dir=work_dir), work_dir)
-
-
-def peak_rss_mib(children: bool = False) -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
-    return usage.ru_maxrss / 1024

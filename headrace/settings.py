@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -128,8 +127,3 @@ def load_settings(data_dir: Path | None = None) -> Settings:
         if overrides:
             settings = settings.model_copy(update=overrides)
     return settings
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -22,6 +23,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HasCatalog(Protocol):
     settings: Settings
     catalog: Catalog | None
+
+    def forget(self, storage_id: uuid.UUID) -> None: ...
 
 
 def admin_refusal(settings: Settings, request: web.Request) -> web.Response | None:
@@ -112,13 +115,20 @@ class StorageRoutes:
         return json_response(await self.catalog.describe(request.match_info["name"]))
 
     async def lock(self, request: web.Request) -> web.Response:
-        return json_response((await self.catalog.set_locked(request.match_info["name"], True)).to_json())
+        return await self._set_locked(request, True)
 
     async def unlock(self, request: web.Request) -> web.Response:
-        return json_response((await self.catalog.set_locked(request.match_info["name"], False)).to_json())
+        return await self._set_locked(request, False)
+
+    async def _set_locked(self, request: web.Request, locked: bool) -> web.Response:
+        storage = await self.catalog.set_locked(request.match_info["name"], locked)
+        # This process's push cache drops the storage now; other ingest instances follow within their cache time.
+        self.service.forget(storage.id)
+        return json_response(storage.to_json())
 
     async def rotate_token(self, request: web.Request) -> web.Response:
         storage, token = await self.catalog.rotate_token(request.match_info["name"])
+        self.service.forget(storage.id)
         return json_response(
             storage.to_json() | {"push_url": storage.push_url(self.service.settings.push_base_url, token)}
         )

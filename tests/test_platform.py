@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -27,9 +26,8 @@ def test_up_twice_on_embedded_defaults_leaves_nothing_behind(tmp_path: Path) -> 
     data_dir = tmp_path / "data"
     env = clean_environ() | service_port_env()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C the first time, SIGTERM the second
-        started = time.monotonic()
-        process, lines = start_up(env, ["--data-dir", str(data_dir)], timeout=60)
-        assert time.monotonic() - started < 60
+        # The timeout guards against a hang; how fast the platform gets ready is not asserted here.
+        process, lines = start_up(env, ["--data-dir", str(data_dir)], timeout=90)
         text = "\n".join(lines)
         assert "embedded Tansu" in text and "embedded, data in" in text
         ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}

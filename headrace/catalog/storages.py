@@ -17,7 +17,8 @@ from headrace.postgres import quote_ident
 from headrace.registry import register_storage_model
 
 STORAGE_SCHEMA = "storage"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+# Names of storages, collectors and exports: safe as Postgres identifiers, topic names and file-name parts.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
 LOAD_MODES = ("append", "merge", "replace")
 
 # System columns every storage table has, in this order, before the model's columns.
@@ -44,7 +45,7 @@ class InvalidStorageName(ValueError):
 
 
 def validate_storage_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise InvalidStorageName(
             f"invalid storage name {name!r}: 1 to 63 letters, digits, '_' or '-', starting with a letter or digit"
         )

@@ -134,7 +134,7 @@ def storage_unlock(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def storage_rotate_token(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Issue a new push token; the previous push URL stops working at once."""
+    """Issue a new push token; the previous push URL stops working within the ingest cache time (5 s)."""
 
     async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         found, token = await catalog.rotate_token(name)

@@ -75,10 +75,6 @@ class Model:
     def from_json(cls, data: list[dict[str, str]], version: int, max_columns: int = 1000) -> Model:
         return cls([Column.from_json(c) for c in data], version=version, max_columns=max_columns)
 
-    @property
-    def has_overflow(self) -> bool:
-        return len(self.columns) >= self.max_columns
-
     def plan(self, records: list[dict[str, Any]], locked: bool = False) -> tuple[ModelChange, dict[int, Misfit]]:
         """How the model must change to hold these records, and which records a locked model refuses.
 

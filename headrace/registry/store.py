@@ -348,11 +348,3 @@ async def register_storage_model(conn: asyncpg.Connection, storage_name: str, mo
     )
     registered = await register(conn, subject, parse_avro(model_schema(storage_name, model)), check=False)
     return registered.id, registered.version
-
-
-async def delete_storage_subject(conn: asyncpg.Connection, storage_name: str) -> None:
-    """Forget a storage's subject entirely (for a storage that is dropped); schemas by id stay resolvable."""
-    subject = storage_subject(storage_name)
-    await _lock_subject(conn, subject)
-    await conn.execute("DELETE FROM registry.subject_versions WHERE subject = $1", subject)
-    await conn.execute("DELETE FROM registry.config WHERE subject = $1", subject)

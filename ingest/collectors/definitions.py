@@ -14,13 +14,13 @@ import asyncpg
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from headrace.catalog.storages import NAME_PATTERN
 from headrace.s3 import S3Connection
 
 EXTRACT_MODES = ("snapshot", "incremental-appends", "incremental-updates")
 # Each extract mode loads with the load mode that gives its batches their meaning (seed 003).
 LOAD_MODE_OF = {"snapshot": "replace", "incremental-appends": "append", "incremental-updates": "merge"}
 MASK = "***"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
 
 
 class CollectorNotFound(LookupError):
@@ -120,7 +120,7 @@ class CollectorDefinition(_Strict):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, name: str) -> str:
-        if not _NAME.match(name):
+        if not NAME_PATTERN.match(name):
             raise ValueError(
                 "a collector name has 1 to 63 letters, digits, '_' or '-', starting with a letter or digit"
             )
