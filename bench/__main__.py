@@ -30,7 +30,8 @@ def main() -> int:
     module = importlib.import_module(f"bench.{args.name}")
     with bench_env(getattr(module, "NEEDS_POSTGRES", True)) as env:
         figures = asyncio.run(module.run(env))
-    result = {"benchmark": args.name, "description": module.__doc__.strip(), "figures": [f.to_json() for f in figures]}
+    description = (module.__doc__ or "").strip()
+    result = {"benchmark": args.name, "description": description, "figures": [f.to_json() for f in figures]}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"{args.name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

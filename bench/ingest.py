@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -11,7 +10,7 @@ import uuid
 import aiohttp
 import orjson
 
-from bench.harness import BenchEnv, Figure
+from bench.harness import BenchEnv, Figure, service_environ
 from bench.kafka_baseline import produce
 from headrace.catalog import Catalog
 from headrace.catalog.provision import create_storage
@@ -89,12 +88,7 @@ async def _batched(push_url: str) -> float:
 
 async def run(env: BenchEnv) -> list[Figure]:
     settings = env.settings.model_copy(update={"ingest_port": free_port(), "log_level": "WARNING"})
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")} | {
-        "HEADRACE_KAFKA_BOOTSTRAP": settings.require_kafka_bootstrap(),
-        "HEADRACE_DATABASE_URL": settings.require_database_url(),
-        "HEADRACE_INGEST_PORT": str(settings.ingest_port),
-        "HEADRACE_LOG_LEVEL": "WARNING",
-    }
+    environ = service_environ(settings, HEADRACE_INGEST_PORT=str(settings.ingest_port))
     url = settings.service_url("ingest")
     ingest = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ingest", env=environ, stdout=asyncio.subprocess.DEVNULL

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import BenchEnv, Figure
+from bench.harness import BenchEnv, Figure, service_environ
 from headrace.catalog import Catalog, Storage
 from headrace.events import event_headers, event_key
 from headrace.kafka import Topics, ensure_topics
@@ -42,7 +42,8 @@ def record(i: int) -> dict:
     }
 
 
-async def produce(bootstrap: str, topic: str, count: int, keyed: bool) -> None:
+async def produce(bootstrap: str, topic: str, count: int, keyed: bool, named: bool = False) -> None:
+    """Events as ingest sends pushes: named (an `_id` or Idempotency-Key, so deduplicated) or not (no id header)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     try:
@@ -55,7 +56,7 @@ async def produce(bootstrap: str, topic: str, count: int, keyed: bool) -> None:
                     topic,
                     orjson.dumps(value),
                     key=event_key(["id"], value) if keyed else None,
-                    headers=event_headers(str(uuid.uuid4()), now_ms),
+                    headers=event_headers(str(uuid.uuid4()) if named else None, now_ms),
                     partition=None if keyed else i % 4,
                 )
             )
@@ -65,13 +66,7 @@ async def produce(bootstrap: str, topic: str, count: int, keyed: bool) -> None:
 
 
 def service_env(env: BenchEnv, prefix: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    return base | {
-        "HEADRACE_KAFKA_BOOTSTRAP": env.settings.require_kafka_bootstrap(),
-        "HEADRACE_DATABASE_URL": env.settings.require_database_url(),
-        "HEADRACE_TOPIC_PREFIX": prefix,
-        "HEADRACE_LOG_LEVEL": "WARNING",
-    }
+    return service_environ(env.settings, HEADRACE_TOPIC_PREFIX=prefix)
 
 
 def spawn_command(command: list[str], environ: dict[str, str], log: Path) -> subprocess.Popen:
@@ -102,7 +97,9 @@ async def timed_fill(count_now, total: int, timeout: float = 300) -> float:
 async def raw_copy_rate(pool: asyncpg.Pool, source: Storage) -> float:
     """Raw asyncpg COPY of exactly the rows the sink wrote, into a table of the same layout."""
     rows = [tuple(r) for r in await pool.fetch(f"SELECT * FROM {source.qualified_table}")]
-    columns = list((await pool.fetchrow(f"SELECT * FROM {source.qualified_table} LIMIT 1")).keys())
+    first = await pool.fetchrow(f"SELECT * FROM {source.qualified_table} LIMIT 1")
+    assert first is not None, "the sink wrote no row"
+    columns = list(first.keys())
     target = f"raw_{uuid.uuid4().hex[:8]}"
     await pool.execute(f"CREATE TABLE public.{target} (LIKE {source.qualified_table})")
     best = 0.0
@@ -114,15 +111,19 @@ async def raw_copy_rate(pool: asyncpg.Pool, source: Storage) -> float:
     return best
 
 
-async def sink_rate(env: BenchEnv, pool: asyncpg.Pool, prefix: str, load_mode: str) -> tuple[float, Storage, Path]:
+async def sink_rate(
+    env: BenchEnv, pool: asyncpg.Pool, prefix: str, load_mode: str, named: bool = False
+) -> tuple[float, Storage, Path]:
     topics = Topics(prefix)
-    name = f"bench_{load_mode}"
+    name = f"bench_{load_mode}{'_named' if named else ''}"
     await ensure_topics(env.settings, [topics.ingest(name), topics.dead_letter])
     storage, _ = await Catalog(pool).create(
         name, load_mode=load_mode, primary_key=["id"] if load_mode == "merge" else None
     )
-    await produce(env.settings.require_kafka_bootstrap(), topics.ingest(name), ROWS, keyed=load_mode == "merge")
-    log = env.work_dir / f"transform-{load_mode}.log"
+    await produce(
+        env.settings.require_kafka_bootstrap(), topics.ingest(name), ROWS, keyed=load_mode == "merge", named=named
+    )
+    log = env.work_dir / f"transform-{name}.log"
     worker = spawn("transform", service_env(env, prefix) | {"HEADRACE_TRANSFORM_PORT": str(free_port())}, log)
     try:
 
@@ -148,7 +149,7 @@ async def latency(env: BenchEnv, pool: asyncpg.Pool, prefix: str) -> tuple[float
         "HEADRACE_TRANSFORM_PORT": str(ports["transform"]),
     }
     topics = Topics(prefix)
-    await ensure_topics(env.settings, [topics.ingest(name), topics.rows(name), topics.dead_letter])
+    await ensure_topics(env.settings, [topics.ingest(name), topics.dead_letter])
     storage, token = await Catalog(pool).create(name)
     ingest = spawn("ingest", environ, env.work_dir / "ingest.log")
     transform = spawn("transform", environ, env.work_dir / "transform-latency.log")
@@ -224,10 +225,12 @@ async def run(env: BenchEnv) -> list[Figure]:
         await migrate(pool)
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         append_rate, append_storage, _ = await sink_rate(env, pool, prefix, "append")
+        named_rate, _, _ = await sink_rate(env, pool, prefix, "append", named=True)
         merge_rate, _, _ = await sink_rate(env, pool, prefix, "merge")
         copy_append = await raw_copy_rate(pool, append_storage)
         figures = [
             Figure("transform append into Postgres", append_rate, "rows/s", copy_append),
+            Figure("transform append, named events (deduplicated)", named_rate, "rows/s", copy_append),
             Figure("transform merge into Postgres", merge_rate, "rows/s", copy_append),
             Figure("raw asyncpg COPY of the same rows", copy_append, "rows/s"),
         ]

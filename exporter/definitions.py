@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,13 +12,27 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headrace.catalog import Catalog, validate_storage_name
+from headrace.outbound import OutboundPolicy, url_host
 from headrace.s3 import S3Connection
+from headrace.secrets import SealedDefinitions, SecretFields, redact
+from headrace.settings import Settings
 
-# Fields that hold credentials: stored, used, never shown back.
-SECRET_FIELDS = frozenset({"secret_access_key", "session_token", "password", "private_key"})
-HIDDEN = "***"
+# Credentials are sealed in Postgres; shown, only the allowlisted fields are in clear.
+SECRETS = SecretFields(
+    sealed=frozenset({"secret_access_key", "session_token", "password", "private_key"}),
+    shown=frozenset(
+        {
+            *("name", "sources", "mode", "names", "privacy_filter", "consent_column", "format", "csv_separator"),
+            *("csv_header", "parquet_compression", "frequency_minutes", "scheduled", "kind", "bucket", "folder"),
+            *("region", "access_key_id", "host", "port", "user", "host_key", "partition_level", "event_time_column"),
+            "max_rows_per_file",
+        }
+    ),
+    urls=frozenset({"endpoint_url"}),
+)
 
 FORMATS = ("csv", "ndjson", "parquet")
+PARQUET_COMPRESSIONS = ("gzip", "zstd", "snappy")
 FREQUENCIES = (15, 30, 60)
 PARTITION_LEVELS = ("date", "hour", "half-hour", "quarter-hour")
 
@@ -48,7 +63,7 @@ class SftpDestination(_Strict):
     password: str | None = None
     private_key: str | None = None  # the key itself (OpenSSH or PEM text), not a path
     folder: str = ""
-    # The server's public key ("ssh-ed25519 AAAA…"); unset: any host key is accepted.
+    # The server's public key ("ssh-ed25519 AAAA…"); unset: the key it presents first is recorded, then enforced.
     host_key: str | None = None
 
     @model_validator(mode="after")
@@ -85,6 +100,8 @@ class ExportDefinition(_Strict):
     format: Literal["csv", "ndjson", "parquet"] = "csv"
     csv_separator: str = ","
     csv_header: bool = True
+    # Parquet compresses inside the file (column chunks), so readers can still seek in it; the file is not gzipped.
+    parquet_compression: Literal["gzip", "zstd", "snappy"] = "gzip"
     frequency_minutes: Literal[15, 30, 60] = 60
     scheduled: bool = Field(True, description="Whether the scheduler runs it; off: it runs only when asked")
     destination: Destination
@@ -117,15 +134,6 @@ class ExportDefinition(_Strict):
         return separator
 
 
-def public_json(data: Any) -> Any:
-    """A definition's JSON with every credential replaced by a marker that only says it is set."""
-    if isinstance(data, dict):
-        return {k: (HIDDEN if v else v) if k in SECRET_FIELDS else public_json(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [public_json(v) for v in data]
-    return data
-
-
 @dataclass(frozen=True)
 class Export:
     id: uuid.UUID
@@ -137,66 +145,102 @@ class Export:
         return self.definition.name
 
     def to_json(self) -> dict[str, Any]:
-        """The export as shown to people: credentials hidden."""
-        return {"id": str(self.id), "created_at": self.created_at.isoformat()} | public_json(
+        """The export as shown to people: only allowlisted fields in clear."""
+        return {"id": str(self.id), "created_at": self.created_at.isoformat()} | SECRETS.mask(
             self.definition.model_dump(mode="json")
         )
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Export:
-        return cls(row["id"], ExportDefinition.model_validate(row["definition"]), row["created_at"])
+
+def destination_host(destination: S3Destination | SftpDestination) -> tuple[str, int] | None:
+    """The host (and port) a destination connects to; a default S3 endpoint (AWS) names none."""
+    if isinstance(destination, SftpDestination):
+        return destination.host, destination.port
+    return url_host(destination.endpoint_url) if destination.endpoint_url else None
 
 
 class ExportStore:
-    """Create, find, list and delete export definitions."""
+    """Create, find, list and delete export definitions, stored with their credentials sealed."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
+        self.sealed = SealedDefinitions(pool, settings, SECRETS, "headrace.exports")
+        self.outbound = OutboundPolicy.from_settings(settings)
 
-    async def create(self, definition: ExportDefinition) -> Export:
+    async def _export(self, row: asyncpg.Record) -> Export:
+        definition = ExportDefinition.model_validate(await self.sealed.open(row["id"], row["definition"]))
+        return Export(row["id"], definition, row["created_at"])
+
+    async def _check(self, definition: ExportDefinition) -> None:
+        # An internal address named outright is refused now; a name is resolved and checked at each run.
+        host = destination_host(definition.destination)
+        if host is not None:
+            self.outbound.check_literal(host[0])
         if definition.sources != "all":
             catalog = Catalog(self.pool)
             for name in definition.sources:
                 await catalog.get(name)  # StorageNotFound names the missing one
+
+    async def create(self, definition: ExportDefinition) -> Export:
+        await self._check(definition)
         try:
             row = await self.pool.fetchrow(
                 "INSERT INTO headrace.exports (id, name, definition) VALUES ($1, $2, $3)"
                 " RETURNING id, definition, created_at",
                 uuid.uuid4(),
                 definition.name,
-                definition.model_dump(mode="json"),
+                self.sealed.seal(definition.model_dump(mode="json")),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ExportExists(f"export {definition.name!r} exists already") from exc
-        return Export.from_row(row)
+        assert row is not None  # INSERT … RETURNING gives its row
+        return await self._export(row)
+
+    async def replace(self, name: str, given: dict[str, Any]) -> Export:
+        """Change an export's definition; its horizon and runs stay, and credentials sent back masked are kept."""
+        current = await self.get(name)
+        merged = SECRETS.keep_masked(given, current.definition.model_dump(mode="json"))
+        definition = ExportDefinition.model_validate(merged | {"name": name})
+        await self._check(definition)
+        row = await self.pool.fetchrow(
+            "UPDATE headrace.exports SET definition = $2 WHERE id = $1 RETURNING id, definition, created_at",
+            current.id,
+            self.sealed.seal(definition.model_dump(mode="json")),
+        )
+        assert row is not None  # the export was found above; a delete meanwhile would answer 404 on the next read
+        return await self._export(row)
 
     async def get(self, name: str) -> Export:
         row = await self.pool.fetchrow("SELECT id, definition, created_at FROM headrace.exports WHERE name = $1", name)
         if row is None:
             raise ExportNotFound(f"no export named {name!r}")
-        return Export.from_row(row)
+        return await self._export(row)
 
     async def list(self) -> list[Export]:
         rows = await self.pool.fetch("SELECT id, definition, created_at FROM headrace.exports ORDER BY name")
-        return [Export.from_row(r) for r in rows]
+        return [await self._export(r) for r in rows]
 
     async def delete(self, name: str) -> None:
         deleted = await self.pool.fetchval("DELETE FROM headrace.exports WHERE name = $1 RETURNING id", name)
         if deleted is None:
             raise ExportNotFound(f"no export named {name!r}")
 
-    async def runs(self, export: Export, limit: int = 20) -> list[dict[str, Any]]:
+    async def runs(self, export: Export, limit: int = 20) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT id, kind, trigger, status, started_at, finished_at, files, rows, bytes, dropped_privacy,"
-            " unknown_time, report, error FROM headrace.export_runs WHERE export_id = $1"
+            " unknown_time, report, error, xid_from::text, xid_to::text, replay_of"
+            " FROM headrace.export_runs WHERE export_id = $1"
             " ORDER BY started_at DESC LIMIT $2",
             export.id,
             limit,
         )
-        return [
-            {
-                k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v)
-                for k, v in dict(r).items()
-            }
-            for r in rows
-        ]
+        return [{k: _shown(k, v) for k, v in dict(r).items()} for r in rows]
+
+
+def _shown(key: str, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if key == "error" and value:
+        return redact(value)  # stored redacted; a run recorded before redaction existed may not be
+    return value

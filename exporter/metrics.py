@@ -10,16 +10,15 @@ ROWS = Counter("headrace_export_rows_total", "Rows written into delivered files"
 BYTES = Counter("headrace_export_bytes_total", "Compressed bytes of delivered files", ["export"])
 DROPPED = Counter(
     "headrace_export_rows_dropped_total",
-    "Rows left out on purpose, by reason (privacy, duplicate)",
+    "Rows left out on purpose, by reason (privacy: the consent property said false)",
     ["export", "reason"],
 )
 UNKNOWN_TIME = Counter(
     "headrace_export_rows_unknown_time_total", "Rows whose event time was missing or unparseable", ["export"]
 )
-DEAD_LETTERS = Counter("headrace_export_dead_letters_total", "Rows messages that were not JSON objects", ["export"])
 DURATION = Histogram(
     "headrace_export_run_duration_seconds",
-    "Time an export run took, from start to committed positions",
+    "Time an export run took, from its start to its committed horizon",
     ["export", "kind"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )

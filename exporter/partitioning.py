@@ -1,8 +1,4 @@
-"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or SFTP name prefixes.
-
-Rows whose event time is missing or unparseable are never dropped: they go to the `unknown` interval,
-`…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP.
-"""
+"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or SFTP name prefixes."""
 
 from __future__ import annotations
 
@@ -12,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 # Epoch numbers above this are taken as milliseconds (it is 5138 AD in seconds).
-_MILLIS_FROM = 100_000_000_000
+MILLIS_FROM = 100_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Derived names are uuid5 in this namespace, so a retried run gets exactly the same names.
 NAMESPACE = uuid.UUID("5d0f4f0c-8a7b-4e55-9a43-2f6f1e5c0b21")
@@ -27,7 +24,7 @@ def parse_event_time(value: Any) -> datetime | None:
     elif isinstance(value, date):
         moment = datetime(value.year, value.month, value.day)
     elif isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) >= _MILLIS_FROM else value
+        seconds = value / 1000 if abs(value) >= MILLIS_FROM else value
         try:
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
@@ -68,12 +65,15 @@ class Interval:
         return "_".join(p for p in (self.date, self.hour, self.minutes) if p is not None)
 
 
+# Rows whose event time is missing or unparseable are never dropped: they go to the `unknown` interval,
+# `…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP.
 UNKNOWN = Interval(None)
 
 _MINUTE_SPAN = {"half-hour": 30, "quarter-hour": 15}
 
 
 def interval_of(moment: datetime | None, level: str) -> Interval:
+    """The interval of a UTC moment at a partition level (date, hour, half-hour, quarter-hour)."""
     if moment is None:
         return UNKNOWN
     day = moment.strftime("%Y-%m-%d")
@@ -85,6 +85,11 @@ def interval_of(moment: datetime | None, level: str) -> Interval:
         return Interval(day, hour)
     start = moment.minute // span * span
     return Interval(day, hour, f"{start:02d}-{start + span:02d}")
+
+
+def interval_at(micros: int, level: str) -> Interval:
+    """The interval of a moment given as microseconds since the epoch (how the shaping step groups rows)."""
+    return interval_of(EPOCH + timedelta(microseconds=micros), level)
 
 
 def file_guid(export_id: uuid.UUID, run_key: str, interval: Interval) -> uuid.UUID:
@@ -105,8 +110,9 @@ class Layout:
         folder = self.folder.rstrip("/") if self.kind == "sftp" else self.folder.strip("/")
         return f"{folder}/{name}" if folder else name
 
-    def data_file(self, interval: Interval, guid: uuid.UUID, number: int, extension: str) -> str:
-        leaf = f"data_{guid}_{number:03d}_0_0.{extension}.gz"
+    def data_file(self, interval: Interval, guid: uuid.UUID, number: int, suffix: str) -> str:
+        """A data file's name; suffix is the whole extension (`csv.gz`, `json.gz`, `parquet`)."""
+        leaf = f"data_{guid}_{number:03d}_0_0.{suffix}"
         if self.kind == "s3":
             return self._join(f"{self.export_name}/data/{interval.s3_folder()}/{leaf}")
         # SFTP servers may not let us create folders, so the interval travels in the file name.

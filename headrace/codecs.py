@@ -151,8 +151,10 @@ class EventDecoder:
             raise UndecodableEvent(
                 f"Avro body does not match schema id {schema_id}: {len(body) - stream.tell()} bytes left over"
             )
+        assert isinstance(record, dict)  # _reader_schema admits record schemas only
+        fields: dict[str, Any] = record
         decoded: dict[str, Any] = {}
-        for name, value in record.items():
+        for name, value in fields.items():
             if name in reader.json_fields and isinstance(value, str):
                 try:
                     decoded[reader.keys.get(name, name)] = orjson.loads(value)

@@ -30,8 +30,10 @@ def event_key(primary_key: tuple[str, ...] | list[str], record: dict[str, Any]) 
     return orjson.dumps([record.get(field) for field in primary_key])
 
 
-def event_headers(event_id: str, received_at_ms: int) -> list[tuple[str, bytes]]:
-    return [(EVENT_ID_HEADER, event_id.encode()), (RECEIVED_AT_HEADER, str(received_at_ms).encode())]
+def event_headers(event_id: str | None, received_at_ms: int) -> list[tuple[str, bytes]]:
+    """An event's headers; without an id, the event is known by its position (`topic:partition:offset`)."""
+    received = (RECEIVED_AT_HEADER, str(received_at_ms).encode())
+    return [received] if event_id is None else [(EVENT_ID_HEADER, event_id.encode()), received]
 
 
 def read_headers(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] | None) -> dict[str, str]:

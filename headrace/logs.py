@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from headrace.secrets import redact
+
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -32,7 +34,15 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        # Whatever a line quotes (an error naming a source's URL, a traceback), credentials in URLs are masked.
+        return redact(orjson.dumps(entry, default=str).decode())
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable lines, credentials in URLs masked as in JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
@@ -40,7 +50,7 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

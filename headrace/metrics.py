@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 HTTP_REQUESTS = Counter(
@@ -25,16 +25,14 @@ def metrics_body() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def http_metrics_middleware(service: str) -> Callable:
+def http_metrics_middleware(service: str) -> Middleware:
     in_flight = HTTP_IN_FLIGHT.labels(service)
 
     @web.middleware
-    async def middleware(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         # The route's pattern, not the path, so that ids and tokens never become label values.
         resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+        route = (resource.canonical.rstrip("/") or "/") if resource is not None else "unmatched"
         started = time.perf_counter()
         in_flight.inc()
         status = 500

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import zlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ingest.budget import Reservation
+from headrace.web import json_error
+from ingest.budget import Reservation, push_cost
+from ingest.counting import count, estimate
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+CSV_TYPES = frozenset({"text/csv"})
 GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
 READ_CHUNK = 64 * 1024
+# NDJSON lines are split on LF alone (U+2028, U+2029 and U+0085 are ordinary characters inside JSON strings);
+# a line holding only JSON's whitespace is blank.
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
 # Postgres bigint bounds: a wider integer could not be stored without loss.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# orjson turns integers past 64 bits into floats silently; a run of 19+ digits is the only way to write one.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# orjson turns integers past 64 bits into floats silently; a run of 19+ digits is the only way to write one. A
+# number follows `[`, `,` or `:`, so digits inside a string (a long id sent as text) rarely cost a second parse.
+_LONG_DIGITS = re.compile(rb"(?:^|[\[,:])\s*-?\d{19,}")
 
 
 @dataclass
@@ -34,9 +44,16 @@ class PushRefused(Exception):
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] | None = None
     events: int = 1  # how many events the refusal counts as (1 when the body was never split into events)
+    close: bool = False  # close the connection: the rest of the body is not worth waiting for
 
     def __str__(self) -> str:
         return self.message
+
+    def answer(self) -> web.Response:
+        response = json_error(self.status, self.message, headers=self.headers, **self.extra)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def body_format(request: web.Request) -> str:
@@ -64,64 +81,157 @@ def _too_large(limit: int, what: str) -> PushRefused:
 class GzipInflater:
     """Inflates a gzip stream piece by piece and refuses (413) as soon as the output passes the limit.
 
-    Never inflates more than limit + 1 bytes, so a gzip bomb costs no more memory than an honest large body.
-    Concatenated gzip members (which `cat a.gz b.gz` makes) are one stream, as gunzip reads them.
+    Never inflates more than limit + 1 bytes, nor more than `piece` bytes at a time, so a gzip bomb costs no more
+    memory than an honest large body. Concatenated gzip members (which `cat a.gz b.gz` makes) are one stream, as
+    gunzip reads them.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, piece: int = READ_CHUNK) -> None:
         self.limit = limit
+        self.piece = piece
         self.produced = 0
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
-    def feed(self, data: bytes) -> bytes:
-        pieces = []
-        while data:
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The inflated output of `data`, in pieces of at most `piece` bytes."""
+        while True:
+            room = min(self.piece, self.limit - self.produced + 1)
             try:
-                out = self._inflater.decompress(data, self.limit - self.produced + 1)
+                out = self._inflater.decompress(data, room)
             except zlib.error as exc:
                 raise PushRefused(400, "bad_gzip", f"the gzip body is corrupt: {exc}") from None
             self.produced += len(out)
             if self.produced > self.limit:
                 raise _too_large(self.limit, "after gunzip")
-            pieces.append(out)
+            if out:
+                yield out
             if self._inflater.eof:
                 data = self._inflater.unused_data
-                if data:
-                    self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                if not data:
+                    return
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             else:
                 data = self._inflater.unconsumed_tail
-        return b"".join(pieces)
+                # A full piece may leave output inside zlib with no input left: ask again until it comes short.
+                if not data and len(out) < room:
+                    return
 
     def finish(self) -> None:
         if not self._inflater.eof:
             raise PushRefused(400, "bad_gzip", "the gzip body is truncated")
 
 
-async def read_body(request: web.Request, limit: int, reservation: Reservation) -> tuple[bytes, int]:
-    """The decoded body and its size on the wire, reserving in-flight bytes as they arrive."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in GZIP_ENCODINGS:
-        inflater: GzipInflater | None = GzipInflater(limit)
-    elif encoding in IDENTITY_ENCODINGS:
-        inflater = None
-    else:
-        raise PushRefused(415, "unsupported_media_type", f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+def _read_timeout(seconds: float) -> PushRefused:
+    return PushRefused(
+        408,
+        "read_timeout",
+        f"the body did not arrive within {seconds:g} s; nothing of it is kept",
+        {"timeout_seconds": seconds},
+        close=True,
+    )
+
+
+async def body_pieces(
+    request: web.Request, limit: int, timeout: float, per_read: bool = False, chunk_bytes: int = READ_CHUNK
+) -> AsyncIterator[tuple[bytes, int]]:
+    """The decoded body in pieces of at most `chunk_bytes`, each with the bytes it took on the wire.
+
+    Bounded three ways: `limit` bytes as sent and again after gunzip (413), and time: the whole body within
+    `timeout` seconds, or with `per_read` each read within it (a streamed batch may take long, never stall) (408).
+    """
+    inflater = _inflater(request, limit, chunk_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, "as sent")
-    pieces: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     wire = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
+    while chunk := await _read_chunk(request, chunk_bytes, loop.time() + timeout if per_read else deadline, timeout):
         wire += len(chunk)
         if wire > limit:
             raise _too_large(limit, "as sent")
-        reservation.take(len(chunk))
-        if inflater is not None:
-            chunk = inflater.feed(chunk)
-            reservation.take(len(chunk))
-        pieces.append(chunk)
+        for piece in _decoded(chunk, inflater):
+            yield piece
     if inflater is not None:
         inflater.finish()
+
+
+def _inflater(request: web.Request, limit: int, chunk_bytes: int) -> GzipInflater | None:
+    """What inflates the body (None: it is sent as is), from its Content-Encoding; 415 for any other."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in GZIP_ENCODINGS:
+        return GzipInflater(limit, chunk_bytes)
+    if encoding in IDENTITY_ENCODINGS:
+        return None
+    raise PushRefused(415, "unsupported_media_type", f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+
+
+async def _read_chunk(request: web.Request, chunk_bytes: int, deadline: float, timeout: float) -> bytes:
+    """The body's next bytes as sent (empty at its end), read by `deadline` (408 past it, naming `timeout`)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await request.content.read(chunk_bytes)
+    except TimeoutError:
+        raise _read_timeout(timeout) from None
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The client went away (or broke the framing) mid-body: nobody will read the answer, but the metrics do.
+        raise PushRefused(400, "incomplete_body", f"the body ended early: {exc}", close=True) from None
+
+
+def _decoded(chunk: bytes, inflater: GzipInflater | None) -> Iterator[tuple[bytes, int]]:
+    """A chunk as sent, decoded: its pieces, the first one carrying the chunk's bytes on the wire."""
+    if inflater is None:
+        yield chunk, len(chunk)
+        return
+    sent = len(chunk)
+    for piece in inflater.feed(chunk):
+        yield piece, sent
+        sent = 0
+    if sent:  # a chunk that inflated to nothing yet still took its bytes on the wire
+        yield b"", sent
+
+
+async def read_body(request: web.Request, limit: int, reservation: Reservation, timeout: float) -> tuple[bytes, int]:
+    """The whole decoded body and its size on the wire, its bytes reserved as they arrive (both copies held)."""
+    pieces: list[bytes] = []
+    wire = 0
+    async for piece, sent in body_pieces(request, limit, timeout):
+        reserve(reservation, sent + len(piece), "the body")
+        wire += sent
+        pieces.append(piece)
     return b"".join(pieces), wire
+
+
+def admit(body: bytes, kind: str, reservation: Reservation, max_events: int) -> None:
+    """Reserve what parsing the body and producing its events will hold, or refuse it (413) before parsing it.
+
+    The byte counts of `estimate` decide almost every body in microseconds; only a body they cannot clear (past
+    the cap or the room left in the budget, perhaps only because its strings hold commas) is counted exactly.
+    """
+    shape = estimate(body, kind)
+    if shape.events > max_events or push_cost(len(body), shape) > reservation.budget.room:
+        shape = count(body, kind, stop_after=max_events)
+    if shape.events > max_events:
+        raise PushRefused(
+            413,
+            "too_many_events",
+            f"the body holds more than {max_events} events (HEADRACE_INGEST_MAX_EVENTS); send them in several pushes",
+            {"max_events": max_events},
+        )
+    reserve(reservation, push_cost(len(body), shape), f"the body's {shape.events} events and {shape.values} values")
+
+
+def reserve(reservation: Reservation, cost: int, what: str = "this piece of the body") -> None:
+    """Take `cost` bytes: 413 when the request could never hold that much, 429 (Overloaded) when others hold it."""
+    if not reservation.fits(cost):
+        capacity = reservation.budget.capacity
+        raise PushRefused(
+            413,
+            "too_large",
+            f"{what} would take about {cost / 2**20:.1f} MiB in memory, more than ingest lets all requests hold at"
+            f" once ({capacity} bytes, HEADRACE_INGEST_IN_FLIGHT_BYTES); send less at a time",
+            {"limit": capacity},
+        )
+    reservation.take(cost)
 
 
 class _WideInteger(ValueError):
@@ -189,23 +299,30 @@ def parse_json(body: bytes) -> list[dict[str, Any]]:
 
 
 def parse_ndjson(body: bytes) -> list[dict[str, Any]]:
-    """Records of an NDJSON body: one object per line; blank lines are skipped, the index counts records."""
+    """Records of an NDJSON body: one object per line; blank lines are skipped, the index counts records.
+
+    Lines are found by searching for their first non-blank byte, so a run of blank lines costs a C-speed scan,
+    never a Python object per line.
+    """
     records: list[dict[str, Any]] = []
-    offset = 0
     wide_digits = _LONG_DIGITS.search(body) is not None
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        stripped = line.strip()
-        if stripped:
-            try:
-                record = orjson.loads(stripped)
-            except orjson.JSONDecodeError as exc:
-                raise _malformed(exc, offset + (len(line) - len(line.lstrip())), number) from None
-            if not isinstance(record, dict):
-                raise _not_an_object(len(records), record)
-            if wide_digits:
-                _refuse_wide_integers(stripped, number)
-            records.append(record)
-        offset += len(line) + 1
+    number, position = 1, 0
+    while (found := _NOT_BLANK.search(body, position)) is not None:
+        first = found.start()
+        number += body.count(b"\n", position, first)
+        end = body.find(b"\n", first)
+        end = len(body) if end < 0 else end
+        line = body[first:end]
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _malformed(exc, first, number) from None
+        if not isinstance(record, dict):
+            raise _not_an_object(len(records), record)
+        if wide_digits:
+            _refuse_wide_integers(line, number)
+        records.append(record)
+        position = end
     return records
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from headrace.catalog import Catalog, StorageNotFound
 from headrace.catalog.storages import LOAD_MODES
@@ -18,16 +18,18 @@ from headrace.kafka import Topics
 from headrace.query import QueryError, run_query
 from headrace.settings import Settings
 from headrace.web import json_error
+from headrace.web.errors import INVALID_INPUT, ErrorAnswers, Handler, guarded
 from headrace.web.service import json_response
-from ingest.admin import ErrorAnswers, guarded
-from ingest.body import PushRefused, body_format, parse_records, read_body
-from ingest.budget import ByteBudget, Overloaded
-from ingest.collectors.batches import BatchFailed, BatchWriter
-from ingest.collectors.files import FileSourceError, RecordParser
-from ingest.push import MAX_EVENT_ID_LENGTH, Event, build_events
+from ingest.body import PushRefused, body_pieces, reserve
+from ingest.budget import SENT_EVENT_COST, ByteBudget, Overloaded, Reservation, parse_cost
+from ingest.collectors.batches import ACK_WINDOW, BatchFailed, BatchWriter
+from ingest.collectors.files import FileSourceError, RecordParser, RecordTooLarge
+from ingest.counting import estimate
+from ingest.push import MAX_EVENT_ID_LENGTH
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-READ_CHUNK = 256 * 1024
+# A batch body is read, parsed (in a thread) and produced this many bytes at a time; at most 1/64 of the in-flight
+# budget, since a piece of `{}` lines costs about 36 times its size once parsed.
+BATCH_PIECE = 256 * 1024
 
 
 class DataService(Protocol):
@@ -37,25 +39,25 @@ class DataService(Protocol):
     topics: Topics
     budget: ByteBudget
 
-    async def _produce(self, topic: str, events: list[Event], received_ms: int) -> None: ...
+    async def accept(self, request: web.Request, resolve: Callable[[web.Request], Awaitable[Any]]) -> web.Response: ...
+
+    async def known(self, storage_id: uuid.UUID) -> Any: ...
 
     async def _topic_ready(self, topic: str) -> None: ...
-
-
-def _refused(refused: PushRefused) -> web.Response:
-    return json_error(refused.status, refused.message, headers=refused.headers, **refused.extra)
 
 
 RETRY_SOON = {"Retry-After": "1"}
 DATA_ERRORS: ErrorAnswers = [
     (StorageNotFound, 404),
-    (PushRefused, _refused),  # type: ignore[list-item]
+    (PushRefused, lambda exc: exc.answer()),
     (Overloaded, lambda exc: json_error(429, f"ingest is overloaded, retry later: {exc}", headers=RETRY_SOON)),
-    ((QueryError, FileSourceError, ValueError), 422),
+    (RecordTooLarge, lambda exc: json_error(413, str(exc), limit=exc.limit)),
+    ((QueryError, FileSourceError), 422),
     (
         BatchFailed,
         lambda exc: json_error(503, f"{exc}; send the batch again with the same batch_id", headers=RETRY_SOON),
     ),
+    *INVALID_INPUT,
 ]
 
 
@@ -76,26 +78,25 @@ class DataRoutes:
         return self.service.catalog
 
     def _guarded(self, handler: Handler) -> Handler:
-        return guarded(self.service.settings, handler, DATA_ERRORS)
+        return guarded(handler, DATA_ERRORS)
 
     async def records(self, request: web.Request) -> web.Response:
-        """Like a push to the storage's push URL, but addressed by name with the admin token."""
-        received_ms = int(time.time() * 1000)
-        storage = await self.catalog.get(request.match_info["name"])
-        kind = body_format(request)
-        with self.service.budget.reservation() as reservation:
-            body, _ = await read_body(request, self.service.settings.ingest_max_body_bytes, reservation)
-            records = parse_records(body, kind)
-            del body
-            events = build_events(records, storage.primary_key, request.headers.get("Idempotency-Key"), received_ms)
-            await self.service._produce(self.service.topics.ingest(storage.name), events, received_ms)
-        return json_response({"accepted": len(events)})
+        """A push to the storage's push URL, addressed by name with the admin token: the push route's pipeline."""
+        return await self.service.accept(request, self._by_name)
+
+    async def _by_name(self, request: web.Request) -> Any:
+        try:
+            storage = await self.catalog.get(request.match_info["name"])
+        except StorageNotFound as exc:
+            raise PushRefused(404, "not_found", str(exc)) from None
+        return await self.service.known(storage.id)
 
     async def batch(self, request: web.Request) -> web.Response:
         """An NDJSON (or CSV) body as one batch with the given load mode; answered once Kafka acknowledged all of it.
 
-        The body is streamed, so its size is not bounded by memory. A client retrying a batch passes the same
-        `batch_id`, so the retry carries the same batch and event ids.
+        The body is streamed: read, inflated, parsed and produced a piece at a time, so a batch of any size (up to
+        HEADRACE_INGEST_MAX_BATCH_BYTES) holds one piece, its longest record and its ack window in memory. A client
+        retrying a batch passes the same `batch_id`, so the retry carries the same batch and event ids.
         """
         storage = await self.catalog.get(request.match_info["name"])
         mode = request.query.get("mode", storage.load_mode)
@@ -106,36 +107,53 @@ class DataRoutes:
         batch_id = request.query.get("batch_id") or str(uuid.uuid4())
         if not 0 < len(batch_id) <= MAX_EVENT_ID_LENGTH or not batch_id.isascii() or not batch_id.isprintable():
             raise ValueError(f"batch_id must have 1 to {MAX_EVENT_ID_LENGTH} printable ASCII characters")
-        encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip") else None
+        file_format = request.query.get("format", "ndjson")
+        if file_format not in ("ndjson", "csv"):
+            raise ValueError("format is ndjson or csv")
         topic = self.service.topics.ingest(storage.name)
         await self.service._topic_ready(topic)
         assert self.service.producer is not None
         writer = BatchWriter(self.service.producer, topic, batch_id, mode, storage.primary_key)
-        file_format = request.query.get("format", "ndjson")
-        if file_format not in ("ndjson", "csv"):
-            raise ValueError("format is ndjson or csv")
         # CSV cells become JSON values as in file imports (headrace.models.inference.parse_text), on the server.
-        parser = RecordParser(file_format, request.query.get("delimiter", ","), name="the body")
+        # No record may be longer than a whole push body.
+        parser = RecordParser(
+            file_format,
+            request.query.get("delimiter", ","),
+            name="the body",
+            max_record_bytes=self.service.settings.ingest_max_body_bytes,
+        )
         try:
-            async for chunk in request.content.iter_chunked(READ_CHUNK):
-                if inflater is not None:
-                    chunk = inflater.decompress(chunk)
-                for record in parser.feed(chunk):
-                    await writer.add(record)
-            if inflater is not None:
-                for record in parser.feed(inflater.flush()):
-                    await writer.add(record)
-            for record in parser.close():
-                await writer.add(record)
-            result = await writer.finish()
-        except zlib.error as exc:
-            writer.abandon()
-            raise ValueError(f"corrupt gzip body: {exc}") from exc
+            with self.service.budget.reservation() as reservation:
+                await self._stream(request, parser, writer, reservation)
+                result = await writer.finish()
         except BaseException:
             writer.abandon()
             raise
         return json_response(result.to_json() | {"load_mode": mode})
+
+    async def _stream(
+        self, request: web.Request, parser: RecordParser, writer: BatchWriter, reservation: Reservation
+    ) -> None:
+        """Each piece's bytes and parsed records are reserved while it is handled; standing: what the unacked
+        events of the ack window and the parser's unfinished record hold."""
+        settings = self.service.settings
+        standing = 0
+        async for piece, sent in body_pieces(
+            request,
+            settings.ingest_max_batch_bytes,
+            settings.ingest_read_timeout_seconds,
+            per_read=True,
+            chunk_bytes=max(4096, min(BATCH_PIECE, self.service.budget.capacity // 64)),
+        ):
+            cost = sent + len(piece) + parse_cost(len(piece), _values(piece, parser))
+            reserve(reservation, cost)
+            records = await asyncio.to_thread(parser.feed, piece)
+            await _add(writer, records)
+            del records
+            reservation.give_back(cost)
+            unacked = min(writer.result.rows, ACK_WINDOW) * SENT_EVENT_COST
+            standing = reservation.settle(standing, unacked + parser.pending)
+        await _add(writer, parser.close())
 
     async def query(self, request: web.Request) -> web.Response:
         storage = await self.catalog.get(request.match_info["name"])
@@ -149,3 +167,26 @@ class DataRoutes:
         return json_response(
             {"columns": [{"name": name, "type": column_type.value} for name, column_type in columns], "rows": rows}
         )
+
+
+async def _add(writer: BatchWriter, records: list[dict[str, Any]]) -> None:
+    for record in records:
+        try:
+            await writer.add(record)
+        except BatchFailed as exc:
+            if isinstance(exc.__cause__, MessageSizeTooLargeError):
+                # No retry gets a record past Kafka's message limit: say so (413), not "send it again" (503).
+                raise PushRefused(
+                    413,
+                    "event_too_large",
+                    f"record {writer.result.rows + 1} is larger than a Kafka message holds; the batch is not applied",
+                    {"index": writer.result.rows},
+                ) from None
+            raise
+
+
+def _values(piece: bytes, parser: RecordParser) -> int:
+    """At most how many values parsing the piece makes: JSON's structure, or a CSV row's cells."""
+    if parser.format == "ndjson":
+        return estimate(piece, "ndjson").values
+    return piece.count(parser.delimiter.encode()) + piece.count(b"\n") + 1

@@ -7,12 +7,11 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
@@ -20,17 +19,21 @@ from aiokafka.errors import KafkaError
 
 from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.catalog.storages import hash_token
-from headrace.kafka import Topics, ensure_topics, producer
+from headrace.kafka import Topics, create_topics, producer
 from headrace.models import Model
 from headrace.web import HttpService, json_error
+from headrace.web.auth import JSON_TYPES, OPEN_PATHS
+from headrace.web.jobs import JobRoutes, Jobs
 from headrace.web.service import json_response
 from ingest import metrics
 from ingest.admin import StorageRoutes
-from ingest.body import PushRefused, body_format, parse_records, read_body
+from ingest.body import CSV_TYPES, NDJSON_TYPES, PushRefused, admit, body_format, parse_records, read_body
 from ingest.budget import ByteBudget, Overloaded, Reservation
 from ingest.collectors.api import CollectorRoutes
 from ingest.collectors.scheduler import start_collector_scheduler, stop_collector_scheduler
 from ingest.data_api import DataRoutes
+from ingest.host_keys import HostKeyRoutes
+from ingest.imports import ImportRoutes
 from ingest.push import Event, build_events
 
 log = logging.getLogger(__name__)
@@ -41,8 +44,6 @@ PUSH_ROUTE = "/api/data_source/{storage_id}/push/{token}"
 _DUMMY_HASH = hash_token("no such token")
 # Unknown ids are cached too (so a flood of them does not reach Postgres), hence a bound on the cache.
 _CACHE_ENTRIES = 10_000
-# Parsed records and their serialized values cost about twice the body again, held until Kafka answers.
-_PARSED_COST_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -54,36 +55,45 @@ class _Known:
 
 
 _UNKNOWN = _Known(None, (), None, 0.0)
+# How a route finds the storage a request loads into: the push URL's id and token, or the data API's name.
+Resolver = Callable[[web.Request], Awaitable[_Known]]
 
 
 class IngestService(HttpService):
     name = "ingest"
     # The body is inflated by ingest/body.py with a bound; aiohttp's own inflating would happen before any check.
     handler_args = {"auto_decompress": False}
+    # The push URL carries its own token (and checks its own content types); the API documents are public.
+    open_paths = OPEN_PATHS | {PUSH_ROUTE}
+    openapi_document = OPENAPI_PATH
+    body_types = {
+        "/api/storages/{name}/records": JSON_TYPES | NDJSON_TYPES,
+        "/api/storages/{name}/batches": NDJSON_TYPES | CSV_TYPES | JSON_TYPES,
+    }
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
         self.topics = Topics(settings.topic_prefix)
         self.producer: AIOKafkaProducer | None = None
         self.catalog: Catalog | None = None
+        self.jobs: Jobs | None = None
         self.budget = ByteBudget(settings.ingest_in_flight_bytes)
         self._known: dict[uuid.UUID, _Known] = {}
         self._loading: dict[uuid.UUID, asyncio.Future[_Known]] = {}
-        self._topics_ready: dict[str, asyncio.Future[None]] = {}
+        self._topics_ready: dict[str, asyncio.Future[list[str]]] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
-        self._openapi_yaml = OPENAPI_PATH.read_bytes()
-        self._openapi_json = orjson.dumps(yaml.safe_load(self._openapi_yaml))
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post(PUSH_ROUTE, self.push)
-        router.add_get("/openapi.yaml", self.openapi_yaml)
-        router.add_get("/openapi.json", self.openapi_json)
         StorageRoutes(self).register(router)
         CollectorRoutes(self).register(router)
         DataRoutes(self).register(router)
+        ImportRoutes(self).register(router)
+        HostKeyRoutes(self).register(router)
+        JobRoutes(self).register(router)
 
     def kafka_client(self) -> AIOKafkaClient | None:
         return self.producer.client if self.producer is not None else None
@@ -92,6 +102,7 @@ class IngestService(HttpService):
         await super().start()
         assert self.pool is not None
         self.catalog = Catalog(self.pool, max_columns=self.settings.max_columns)
+        self.jobs = Jobs(self.pool, self.name)
         self.producer = producer(self.settings)
         await self.producer.start()
         self.collector_scheduler = start_collector_scheduler(self.settings, self.catalog, self.producer)
@@ -107,6 +118,8 @@ class IngestService(HttpService):
     async def stop(self) -> None:
         """Flush what in-flight pushes produced; the HTTP runner has already stopped accepting and drained."""
         await stop_collector_scheduler(getattr(self, "collector_scheduler", None))
+        if self.jobs is not None:
+            await self.jobs.stop()
         if self.producer is not None:
             await self.producer.flush()
             await self.producer.stop()
@@ -114,9 +127,12 @@ class IngestService(HttpService):
 
     # -- storages, tokens and models, cached --------------------------------------------------------------------
 
-    def forget(self, storage_id: uuid.UUID) -> None:
-        """Drop a storage from the cache, so a change made through this process shows at once."""
+    def forget(self, storage_id: uuid.UUID, topic: str | None = None) -> None:
+        """Drop a storage from the cache, so a change made through this process shows at once; and, once the storage
+        and its topic are deleted, the topic from those known to exist."""
         self._known.pop(storage_id, None)
+        if topic is not None:
+            self._topics_ready.pop(topic, None)
 
     async def _load(self, storage_id: uuid.UUID) -> _Known:
         assert self.catalog is not None
@@ -164,7 +180,7 @@ class IngestService(HttpService):
         """Create the storage's topic once per process: a storage made by another path may lack it."""
         ready = self._topics_ready.get(topic)
         if ready is None:
-            ready = asyncio.ensure_future(ensure_topics(self.settings, [topic]))
+            ready = asyncio.ensure_future(create_topics(self.settings, self.pool, [topic]))
             self._topics_ready[topic] = ready
         try:
             await asyncio.shield(ready)
@@ -173,9 +189,23 @@ class IngestService(HttpService):
                 del self._topics_ready[topic]
             raise
 
-    # -- the push route -----------------------------------------------------------------------------------------
+    # -- the push route, and the data API's /records: one pipeline ---------------------------------------------------
+
+    async def known(self, storage_id: uuid.UUID) -> _Known:
+        """A storage with its token hashes and (when locked) its model, from the cache."""
+        return await self._storage(storage_id)
 
     async def push(self, request: web.Request) -> web.Response:
+        return await self.accept(request, self._by_token)
+
+    async def _by_token(self, request: web.Request) -> _Known:
+        known = await self.authenticate(request)
+        if known.storage is None:
+            raise PushRefused(404, "not_found", "no storage with this id and token")
+        return known
+
+    async def accept(self, request: web.Request, resolve: Resolver) -> web.Response:
+        """Read, bound, parse and check a body of events, produce them, and answer once Kafka holds every one."""
         if self._draining:
             metrics.EVENTS_REJECTED.labels("shutting_down").inc()
             return json_error(
@@ -187,12 +217,12 @@ class IngestService(HttpService):
         self._idle.clear()
         try:
             with self.budget.reservation() as reservation:
-                accepted = await self._push(request, reservation)
+                accepted = await self._accept(request, resolve, reservation)
             metrics.EVENTS_ACCEPTED.inc(accepted)
             return json_response({"accepted": accepted})
         except PushRefused as refused:
             metrics.EVENTS_REJECTED.labels(refused.reason).inc(refused.events)
-            return json_error(refused.status, refused.message, headers=refused.headers, **refused.extra)
+            return refused.answer()
         except Overloaded as exc:
             metrics.EVENTS_REJECTED.labels("overloaded").inc()
             return json_error(429, f"ingest is overloaded, retry later: {exc}", headers={"Retry-After": "1"})
@@ -203,30 +233,38 @@ class IngestService(HttpService):
             metrics.PUSHES_IN_FLIGHT.dec()
             metrics.PUSH_LATENCY.observe(time.perf_counter() - started)
 
-    async def _push(self, request: web.Request, reservation: Reservation) -> int:
+    async def _accept(self, request: web.Request, resolve: Resolver, reservation: Reservation) -> int:
         received_ms = int(time.time() * 1000)
-        known = await self.authenticate(request)
+        known = await resolve(request)
         storage = known.storage
-        if storage is None:
-            raise PushRefused(404, "not_found", "no storage with this id and token")
+        assert storage is not None
         kind = body_format(request)
-        body, wire = await read_body(request, self.settings.ingest_max_body_bytes, reservation)
+        settings = self.settings
+        body, wire = await read_body(
+            request, settings.ingest_max_body_bytes, reservation, settings.ingest_read_timeout_seconds
+        )
         metrics.RECEIVED_BYTES.inc(wire)
         metrics.DECODED_BYTES.inc(len(body))
-        reservation.take(len(body) * _PARSED_COST_FACTOR)
+        admit(body, kind, reservation, settings.ingest_max_events)
         records = parse_records(body, kind)
         del body
         if known.model is not None:
             _refuse_misfits(known.model, records)
         events = build_events(records, storage.primary_key, request.headers.get("Idempotency-Key"), received_ms)
+        del records  # the events hold what Kafka needs; the parsed records can go before the produce waits
+        accepted = len(events)
         await self._produce(self.topics.ingest(storage.name), events, received_ms)
-        return len(events)
+        return accepted
 
     async def _produce(self, topic: str, events: list[Event], received_ms: int) -> None:
-        """Send every event and wait for all acknowledgements, within the produce deadline; 503 otherwise."""
+        """Send every event and wait for all acknowledgements, within the produce deadline; 503 otherwise.
+
+        Consumes `events`: each is dropped once the producer has copied it into its batch.
+        """
         if not events:
             return
         assert self.producer is not None
+        total = len(events)
         loop = asyncio.get_running_loop()
         timeout = self.settings.ingest_produce_timeout_ms / 1000
         deadline = loop.time() + timeout
@@ -238,11 +276,14 @@ class IngestService(HttpService):
             async with asyncio.timeout_at(deadline):
                 await self._topic_ready(topic)
                 send = self.producer.send
-                for value, key, headers in events:
+                # Popped from the front as they are sent: the producer copied each one, so it can go at once.
+                events.reverse()
+                while events:
+                    value, key, headers = events.pop()
                     futures.append(await send(topic, value=value, key=key, headers=headers, timestamp_ms=received_ms))
             _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
             if pending:
-                failure = TimeoutError(f"Kafka did not acknowledge {len(pending)} of {len(events)} events in time")
+                failure = TimeoutError(f"Kafka did not acknowledge {len(pending)} of {total} events in time")
             else:
                 failure = next((f.exception() for f in futures if f.exception() is not None), None)
         except (TimeoutError, KafkaError, OSError) as exc:
@@ -260,16 +301,8 @@ class IngestService(HttpService):
             "kafka_unavailable",
             "Kafka did not acknowledge the events; nothing of this push is confirmed, retry it later",
             headers={"Retry-After": str(max(1, round(timeout)))},
-            events=len(events),
+            events=total,
         )
-
-    # -- the API description ------------------------------------------------------------------------------------
-
-    async def openapi_yaml(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._openapi_yaml, content_type="application/yaml")
-
-    async def openapi_json(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._openapi_json, content_type="application/json")
 
 
 def _retrieve(future: asyncio.Future) -> None:

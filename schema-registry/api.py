@@ -7,20 +7,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 
+from headrace.postgres import Connection
 from headrace.registry.errors import RegistryError
 from headrace.web import HttpService
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-# Everything Confluent clients send; a body in any of these (or without a type) is read as JSON.
-ACCEPTED_CONTENT_TYPES = frozenset(
-    (CONTENT_TYPE, "application/vnd.schemaregistry+json", "application/json", "application/octet-stream", "")
+# Everything Confluent clients send; a body in any of these is read as JSON (the service guard refuses others).
+REGISTRY_BODY_TYPES = frozenset(
+    (CONTENT_TYPE, "application/vnd.schemaregistry+json", "application/json", "application/octet-stream")
 )
+ACCEPTED_CONTENT_TYPES = REGISTRY_BODY_TYPES | {""}
 
 
 class BadRequest(RegistryError):
@@ -77,7 +78,7 @@ class Router:
         self.service = service
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         pool = self.service.pool
         if pool is None:
             raise RegistryError("the registry is not connected to Postgres yet")

@@ -9,12 +9,19 @@ from headrace.registry import store
 from headrace.registry.errors import SchemaNotFound
 from headrace.registry.schemas import SUPPORTED_TYPES
 
+# Schema ids are Postgres integers; anything past them names no schema (and must not reach the query).
+MAX_SCHEMA_ID = 2**31 - 1
+
 
 def schema_id(request: web.Request) -> int:
+    text = request.match_info["id"]
     try:
-        return int(request.match_info["id"])
-    except ValueError as exc:
-        raise SchemaNotFound(f"Schema {request.match_info['id']} not found") from exc
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value <= MAX_SCHEMA_ID:
+        raise SchemaNotFound(f"Schema {text[:40]} not found")
+    return value
 
 
 class SchemasRouter(Router):

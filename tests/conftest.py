@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,22 @@ from headrace.settings import SERVICES, Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-def clean_environ() -> dict[str, str]:
-    """The environment without any HEADRACE_* a developer's shell may carry."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+# The credentials every test platform runs with: the admin token every management route asks for, the key
+# stored credentials are encrypted with, and the loopback hosts the test servers (S3, SFTP, Postgres) live on.
+TEST_ADMIN_TOKEN = f"test-admin-{uuid.uuid4().hex}"
+TEST_SECRET_KEY = f"test-secret-{uuid.uuid4().hex}"
+TEST_CREDENTIALS = {
+    "HEADRACE_ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+    "HEADRACE_SECRET_KEY": TEST_SECRET_KEY,
+    "HEADRACE_OUTBOUND_ALLOW": "127.0.0.1,::1,localhost",
+}
+ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
+
+
+def clean_environ(credentials: bool = True) -> dict[str, str]:
+    """The environment without any HEADRACE_* a developer's shell may carry, with the test credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    return env | TEST_CREDENTIALS if credentials else env
 
 
 def service_port_env() -> dict[str, str]:
@@ -44,10 +58,23 @@ class RunningPlatform:
     process: subprocess.Popen
     output: list[str]
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    @property
+    def client_env(self) -> dict[str, str]:
+        """All a client of the platform gets: the services' URLs and the admin token. No database URL, no broker,
+        and a data dir of its own with no runtime record: the CLI and the client speak only to the services."""
+        urls = {f"HEADRACE_{s.replace('-', '_').upper()}_URL": self.settings.service_url(s) for s in SERVICES}
+        data_dir = Path(self.env["HEADRACE_DATA_DIR"]).with_name("client-only")
+        return clean_environ(credentials=False) | urls | {
+            "HEADRACE_ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+            "HEADRACE_DATA_DIR": str(data_dir),
+        }
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        """The `headrace` command as a client of this platform (client_env)."""
         return subprocess.run(
             [sys.executable, "-m", "headrace", *args],
-            env=self.env,
+            env=self.client_env,
+            input=input,
             capture_output=True,
             text=True,
             check=check,
@@ -58,47 +85,79 @@ class RunningPlatform:
         return orjson.loads(self.cli(*args, "--json").stdout)
 
 
+class UpProcess:
+    """`headrace up` in a child process, its output gathered line by line as it comes, for as long as it runs."""
+
+    def __init__(self, env: dict[str, str], args: list[str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "headrace", "up", *(args or [])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            cwd=REPO,
+        )
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._closed = False
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
+        with self._new_line:
+            self._closed = True
+            self._new_line.notify_all()
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float) -> str | None:
+        """The first line so far or to come that satisfies the predicate; None if output ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._new_line:
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    return None
+                self._new_line.wait(left)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        if self.wait_for_line(lambda line: line.startswith("Headrace is ready"), timeout) is None:
+            self.process.kill()
+            raise AssertionError("headrace up did not get ready:\n" + "\n".join(self.lines))
+
+
 def start_up(
     env: dict[str, str], args: list[str] | None = None, timeout: float = 90
 ) -> tuple[subprocess.Popen, list[str]]:
     """Run `headrace up` and return once it printed its ready line (or fail with what it printed)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "up", *(args or [])],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        cwd=REPO,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if line.startswith("Headrace is ready"):
-            return process, seen
-    process.kill()
-    raise AssertionError("headrace up did not get ready:\n" + "\n".join(seen))
+    up = UpProcess(env, args)
+    up.wait_ready(timeout)
+    return up.process, list(up.lines)
 
 
 def stop_up(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
     process.send_signal(sig)
     return process.wait(timeout=timeout)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir for `headrace up` outside pytest's temp root.
+
+    Run as root, the embedded Postgres runs as another user, who must be able to reach its data dir; every pytest
+    session (another one on the same machine too) sets its temp root back to mode 0700, which would lock it out.
+    """
+    path = Path(tempfile.mkdtemp(prefix="headrace-test-"))
+    yield path / "data"
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +199,14 @@ def platform(work_dir: Path, kafka_bootstrap: str, database_url: str) -> Iterato
 @pytest.fixture(scope="session")
 def settings(kafka_bootstrap: str, database_url: str, work_dir: Path) -> Settings:
     """Settings for code the tests run in-process, against the session's broker and database."""
-    return Settings(kafka_bootstrap=kafka_bootstrap, database_url=database_url, data_dir=work_dir / "inproc")
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        data_dir=work_dir / "inproc",
+        admin_token=TEST_ADMIN_TOKEN,
+        secret_key=TEST_SECRET_KEY,
+        outbound_allow=TEST_CREDENTIALS["HEADRACE_OUTBOUND_ALLOW"],
+    )
 
 
 @pytest.fixture(scope="session")

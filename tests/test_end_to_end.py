@@ -7,8 +7,8 @@ import time
 
 import aiohttp
 
-from headrace.query import SYSTEM_COLUMNS
-from tests.conftest import RunningPlatform
+from headrace.query import ROW_SYSTEM_COLUMNS
+from tests.conftest import ADMIN, RunningPlatform
 
 
 async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_name: str) -> None:
@@ -17,7 +17,7 @@ async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_nam
     assert created["name"] == storage_name
 
     # Exactly the seed's example: curl -d '{"key":"msg1", "key2":"msg2"}' -H "Content-Type: application/json"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         async with session.post(
             created["push_url"], data=b'{"key":"msg1", "key2":"msg2"}', headers={"Content-Type": "application/json"}
         ) as response:
@@ -36,7 +36,7 @@ async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_nam
     assert row["key"] == "msg1"
     assert row["key2"] == "msg2"
     assert {"_event_id", "_inserted_at", "_received_at"} <= set(row)
-    assert {k for k in row if k.startswith("_")} == set(SYSTEM_COLUMNS)
+    assert {k for k in row if k.startswith("_")} == set(ROW_SYSTEM_COLUMNS)
 
 
 def test_status_reports_every_service_ready(platform: RunningPlatform) -> None:
@@ -51,7 +51,7 @@ def test_status_reports_every_service_ready(platform: RunningPlatform) -> None:
 
 
 async def test_every_service_serves_health_readiness_and_metrics(platform: RunningPlatform) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         for service in ("ingest", "schema-registry", "transform", "exporter"):
             base = platform.settings.service_url(service)
             async with session.get(f"{base}/healthz") as response:

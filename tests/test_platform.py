@@ -12,18 +12,10 @@ import psutil
 
 from headrace.settings import SERVICES
 from tests.conftest import clean_environ, service_port_env, start_up, stop_up
+from tests.platform.helpers import descendants, listening_ports
 
 
-def _listening_ports() -> set[int]:
-    return {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
-
-
-def test_up_twice_on_embedded_defaults_leaves_nothing_behind(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_up_twice_on_embedded_defaults_leaves_nothing_behind(data_dir: Path) -> None:
     env = clean_environ() | service_port_env()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C the first time, SIGTERM the second
         # The timeout guards against a hang; how fast the platform gets ready is not asserted here.
@@ -32,8 +24,8 @@ def test_up_twice_on_embedded_defaults_leaves_nothing_behind(tmp_path: Path) -> 
         assert "embedded Tansu" in text and "embedded, data in" in text
         ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
         assert len(ports) == 2 + len(SERVICES)  # broker, postgres and the four services
-        assert ports <= _listening_ports()
-        children = _descendants(process.pid)
+        assert ports <= listening_ports()
+        children = descendants(process.pid)
         assert len(children) >= 2 + len(SERVICES)
 
         status = subprocess.run(
@@ -48,7 +40,7 @@ def test_up_twice_on_embedded_defaults_leaves_nothing_behind(tmp_path: Path) -> 
         assert stop_up(process, stop_signal) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], f"left running: {alive}"
-        assert not (ports & _listening_ports()), "a port is still bound"
+        assert not (ports & listening_ports()), "a port is still bound"
         # Postgres data is kept for the next run; the in-memory broker's topics are not.
         assert (data_dir / "postgres" / "PG_VERSION").exists()
         assert not (data_dir / "runtime.json").exists()

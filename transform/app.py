@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,17 +14,31 @@ from aiokafka.client import AIOKafkaClient
 from headrace.logs import setup_logging
 from headrace.settings import Settings
 from headrace.web import HttpService
+from headrace.web.auth import JSON_TYPES
+from transform.flows.api import YAML_TYPES, FlowApi
+from transform.flows.service import Flows
 from transform.sink import StorageSink
 
 
 class TransformHttp(HttpService):
-    """Health, readiness and metrics of the worker; ready when the sink reaches Kafka and Postgres."""
+    """Health, readiness and metrics of the worker (ready when the sink reaches Kafka and Postgres), and dataflows."""
 
     name = "transform"
+    openapi_document = Path(__file__).with_name("openapi.yaml")
+    body_types = {"/api/flows": JSON_TYPES | YAML_TYPES}
 
     def __init__(self, settings: Settings, sink: StorageSink) -> None:
+        self.flows: Flows | None = None
         super().__init__(settings)
         self.sink = sink
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        FlowApi(self._started_flows).add_routes(router)
+
+    def _started_flows(self) -> Flows:
+        if self.flows is None:
+            raise web.HTTPServiceUnavailable(text='{"error": "starting"}', content_type="application/json")
+        return self.flows
 
     def kafka_client(self) -> AIOKafkaClient | None:
         return self.sink.consumer._client if self.sink.consumer is not None else None
@@ -32,10 +47,13 @@ class TransformHttp(HttpService):
         return self.sink.pool
 
     async def start(self) -> None:
-        """The sink owns the pool and the Kafka clients; nothing to start here."""
+        """The sink owns its pool and the Kafka clients; flows get a pool of their own."""
+        self.flows = await Flows.start(self.settings)
 
     async def stop(self) -> None:
-        """The sink closes what it owns."""
+        """The sink closes what it owns; flows stop their runs and scheduler."""
+        if self.flows is not None:
+            await self.flows.stop()
 
 
 class WebServer(mode.Service):
@@ -76,11 +94,12 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka_session_timeout_ms / 3000,
     )
-    # The sink owns its consumer and positions (see transform.sink); faust's own group consumer would
-    # only join a group with nothing to read.
-    app.boot_strategy.enable_kafka_consumer = False
+    # The sink owns its consumer, producer and positions (see transform.sink); faust's own Kafka clients would
+    # only join a group with nothing to read, and need TLS and SASL settings of their own.
+    app.boot_strategy.enable_kafka = False
     sink = StorageSink(settings, loop=app.loop, beacon=app.beacon)
-    app.service(sink)
+    # faust starts a service instance as well as a class (App._prepare_subservice); its signature names classes only.
+    app.service(sink)  # type: ignore[arg-type]
     app.web_server(WebServer(TransformHttp(settings, sink), settings.host, settings.transform_port))
     return app
 

@@ -7,6 +7,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import asyncpg
+
+from headrace.settings import Settings
+
 
 class DeliveryFailed(RuntimeError):
     """The destination refused or lost a file; the run stops and writes no report."""
@@ -38,17 +42,22 @@ class Destination(ABC):
     async def put_bytes(self, data: bytes, name: str) -> None:
         """Deliver a small object (a report, a manifest) with the same guarantee."""
 
+    @abstractmethod
+    async def delete(self, name: str) -> None:
+        """Remove a file a failed attempt left; a name that is not there is no error."""
 
-def open_destination(destination: object) -> Destination:
-    """The Destination for a definition's destination settings."""
+
+def open_destination(destination: object, settings: Settings, pool: asyncpg.Pool) -> Destination:
+    """The Destination for a definition's destination settings; `settings` bound which hosts it may reach, `pool`
+    keeps SFTP host keys."""
     from exporter.definitions import S3Destination, SftpDestination
 
     if isinstance(destination, S3Destination):
         from exporter.destinations.s3 import S3
 
-        return S3(destination)
+        return S3(destination, settings)
     if isinstance(destination, SftpDestination):
         from exporter.destinations.sftp import Sftp
 
-        return Sftp(destination)
+        return Sftp(destination, settings, pool)
     raise TypeError(f"no destination for {type(destination).__name__}")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any
 
+import asyncpg
 import asyncssh
 
 from exporter.definitions import SftpDestination
 from exporter.destinations import DeliveryFailed, Destination
+from headrace.outbound import OutboundRefused
+from headrace.secrets import redact
+from headrace.settings import Settings
+from headrace.sftp import connect_sftp
 
 
 def _temporary(name: str) -> str:
@@ -18,27 +22,20 @@ def _temporary(name: str) -> str:
 
 
 class Sftp(Destination):
-    def __init__(self, settings: SftpDestination) -> None:
+    def __init__(self, settings: SftpDestination, platform: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
+        self.platform = platform
+        self.pool = pool
         self._connection: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
 
     async def open(self) -> None:
         s = self.settings
-        options: dict[str, Any] = {"username": s.user, "port": s.port}
-        if s.private_key:
-            options["client_keys"] = [asyncssh.import_private_key(s.private_key)]
-        else:
-            options["client_keys"] = None
-        if s.password:
-            options["password"] = s.password
-        # With no host key configured any server key is accepted (documented in the README's Exports section).
-        options["known_hosts"] = ([asyncssh.import_public_key(s.host_key)], [], []) if s.host_key else None
         try:
-            self._connection = await asyncssh.connect(s.host, **options)
+            self._connection = await connect_sftp(s, self.platform, self.pool)
             self._sftp = await self._connection.start_sftp_client()
-        except (OSError, asyncssh.Error) as exc:
-            raise DeliveryFailed(f"sftp://{s.user}@{s.host}:{s.port}: {exc}") from exc
+        except (OSError, asyncssh.Error, OutboundRefused) as exc:
+            raise DeliveryFailed(f"sftp://{s.user}@{s.host}:{s.port}: {redact(str(exc))}") from None
 
     async def close(self) -> None:
         if self._sftp is not None:
@@ -75,5 +72,14 @@ class Sftp(Destination):
             async with self._sftp.open(temporary, "wb") as remote:
                 await remote.write(data)
             await self._rename_into_place(temporary, name)
+        except (OSError, asyncssh.Error) as exc:
+            raise DeliveryFailed(f"sftp {name}: {exc}") from exc
+
+    async def delete(self, name: str) -> None:
+        assert self._sftp is not None
+        try:
+            await self._sftp.remove(name)
+        except asyncssh.SFTPNoSuchFile:
+            pass
         except (OSError, asyncssh.Error) as exc:
             raise DeliveryFailed(f"sftp {name}: {exc}") from exc

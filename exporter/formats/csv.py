@@ -1,54 +1,45 @@
-"""CSV inside gzip: a header of property keys (optional), the chosen separator, empty cells for nulls."""
+"""CSV in gzip: the chosen separator, a header row (optional), empty cells for nulls, ISO-8601 UTC datetimes."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any
 
-import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-from exporter.formats import FileWriter
+from exporter.definitions import ExportDefinition
+from exporter.formats import Format, GzipFileWriter
+from exporter.formats.text import as_text, column_types
+from headrace.models.types import ColumnType
 
-
-def cell(value: Any) -> Any:
-    """The text of one value: JSON's spelling for booleans and nested values, nothing for null."""
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
-    return value
+# pyarrow already spells booleans true/false and nulls as empty cells; dates and datetimes are spelled here.
+_SPELLED = (ColumnType.DATE, ColumnType.DATETIME)
 
 
-class CsvWriter(FileWriter):
-    extension = "csv"
+class CsvFormat(Format):
+    suffix = "csv.gz"
 
-    def __init__(self, path: Path, known_columns: list[str], *, separator: str, header: bool) -> None:
-        super().__init__(path, known_columns)
-        self.text = io.TextIOWrapper(self.gzip, encoding="utf-8", newline="")  # type: ignore[type-var]
-        self.csv = csv.writer(self.text, delimiter=separator, lineterminator="\n")
+    def __init__(self, definition: ExportDefinition, schema: pa.Schema) -> None:
+        super().__init__(definition, schema)
+        self.types = column_types(schema)
+
+    def prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        columns = [as_text(c, t) if t in _SPELLED else c for c, t in zip(batch.columns, self.types, strict=True)]
+        return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+    def open(self, path: Path) -> CsvFileWriter:
+        return CsvFileWriter(path, self.definition.csv_separator, self.definition.csv_header)
+
+
+class CsvFileWriter(GzipFileWriter):
+    def __init__(self, path: Path, separator: str, header: bool) -> None:
+        super().__init__(path)
+        self.separator = separator
         self.header = header
-        self.columns: list[str] | None = None
-        self.column_set: frozenset[str] = frozenset()
 
-    def add(self, row: dict[str, Any]) -> bool:
-        if self.columns is None:
-            self.columns = [*self.known_columns, *(k for k in row if k not in set(self.known_columns))]
-            self.column_set = frozenset(self.columns)
-            if self.header:
-                self.csv.writerow(self.columns)
-        elif not self.column_set.issuperset(row):
-            return False  # the header is written: a new property starts a new file
-        self.csv.writerow([cell(row.get(c)) for c in self.columns])
-        self.rows += 1
-        return True
-
-    def _finish_content(self) -> None:
-        # Detach rather than close: closing the wrapper would close the gzip stream before finish() does.
-        self.text.flush()
-        self.text.detach()
+    def encode(self, piece: pa.RecordBatch) -> pa.Buffer:
+        out = pa.BufferOutputStream()
+        # pyarrow quotes text cells (so a separator or a line break inside one is safe) and leaves numbers bare.
+        options = pacsv.WriteOptions(include_header=self.header and self.rows == 0, delimiter=self.separator)
+        pacsv.write_csv(piece, out, options)
+        return out.getvalue()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -10,6 +9,7 @@ import orjson
 from headrace.catalog.storages import Catalog, Storage
 from headrace.events import event_headers, event_key
 from headrace.kafka import Topics, producer
+from headrace.progress import Progress
 from headrace.settings import Settings
 
 
@@ -23,7 +23,9 @@ async def list_rejected(catalog: Catalog, storage: Storage, include_replayed: bo
     return [dict(r) for r in rows]
 
 
-async def replay_rejected(settings: Settings, catalog: Catalog, storage: Storage) -> int:
+async def replay_rejected(
+    settings: Settings, catalog: Catalog, storage: Storage, progress: Progress | None = None
+) -> int:
     """Send every pending rejected row back through the storage's ingest topic, then mark it replayed.
 
     The rows are marked in the transaction that holds them, after Kafka acknowledged them: a crash in
@@ -40,6 +42,8 @@ async def replay_rejected(settings: Settings, catalog: Catalog, storage: Storage
                 " ORDER BY id FOR UPDATE SKIP LOCKED",
                 storage.id,
             )
+            progress = progress or Progress("rows")
+            progress.total = len(rows)
             futures = [
                 await kafka.send(
                     topic,
@@ -49,7 +53,9 @@ async def replay_rejected(settings: Settings, catalog: Catalog, storage: Storage
                 )
                 for row in rows
             ]
-            await asyncio.gather(*futures)
+            for future in futures:
+                await future
+                progress.add(1)
             await conn.execute(
                 "UPDATE headrace.rejected_rows SET replayed_at = now() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import re
 import secrets
@@ -11,25 +12,18 @@ from typing import Any
 
 import asyncpg
 
+from headrace.catalog.columns import create_table_sql, transaction_index_sql
 from headrace.models import Model, ModelChange
 from headrace.models.types import ColumnType
-from headrace.postgres import quote_ident
+from headrace.postgres import Connection, quote_ident
 from headrace.registry import register_storage_model
 
 STORAGE_SCHEMA = "storage"
+# Where transform stages a batch's rows until the batch is complete, one table per batch (headrace.batches).
+STAGING_SCHEMA = "headrace_staging"
 # Names of storages, collectors and exports: safe as Postgres identifiers, topic names and file-name parts.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
 LOAD_MODES = ("append", "merge", "replace")
-
-# System columns every storage table has, in this order, before the model's columns.
-SYSTEM_COLUMNS_DDL = (
-    "_event_id text",
-    "_received_at timestamptz",
-    "_inserted_at timestamptz NOT NULL DEFAULT now()",
-    "_overflow jsonb",
-    "_source_partition integer",
-    "_source_offset bigint",
-)
 
 
 class StorageNotFound(LookupError):
@@ -139,11 +133,13 @@ class Catalog:
                 "INSERT INTO headrace.model_versions (storage_id, version, columns) VALUES ($1, 0, '[]')",
                 storage_id,
             )
-            await conn.execute(f"CREATE TABLE {table} ({', '.join(SYSTEM_COLUMNS_DDL)})")
+            await conn.execute(create_table_sql(table))
+            await conn.execute(transaction_index_sql(table, quote_ident(f"hr_xid_{storage_id.hex}")))
+        assert row is not None  # INSERT … RETURNING gives its row
         return Storage.from_row(row), token
 
-    async def get(self, name: str) -> Storage:
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM headrace.storages WHERE name = $1", name)
+    async def get(self, name: str, conn: Connection | None = None) -> Storage:
+        row = await (conn or self.pool).fetchrow(f"SELECT {_COLUMNS} FROM headrace.storages WHERE name = $1", name)
         if row is None:
             raise StorageNotFound(f"no storage named {name!r}")
         return Storage.from_row(row)
@@ -154,8 +150,9 @@ class Catalog:
             raise StorageNotFound(f"no storage with id {storage_id}")
         return Storage.from_row(row)
 
-    async def list(self) -> list[Storage]:
-        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM headrace.storages ORDER BY name")
+    async def list(self, conn: Connection | None = None) -> list[Storage]:
+        """Every storage by name; read on `conn` when given (in its transaction), else on the pool."""
+        rows = await (conn or self.pool).fetch(f"SELECT {_COLUMNS} FROM headrace.storages ORDER BY name")
         return [Storage.from_row(r) for r in rows]
 
     async def describe(self, name: str) -> dict[str, Any]:
@@ -189,7 +186,8 @@ class Catalog:
             )
         return storage, token
 
-    async def history(self, name: str) -> list[dict[str, Any]]:
+    # `list` below is the method above: the built-in is builtins.list in this class.
+    async def history(self, name: str) -> builtins.list[dict[str, Any]]:
         """Every model version, oldest first, with what changed from the one before."""
         storage = await self.get(name)
         rows = await self.pool.fetch(
@@ -207,21 +205,34 @@ class Catalog:
             for r in rows
         ]
 
-    async def token_hashes(self, storage_id: uuid.UUID) -> list[bytes]:
+    async def batches(self, name: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """The storage's latest batches, newest first: state, rows, duplicates dropped, reason of a failure."""
+        storage = await self.get(name)
+        rows = await self.pool.fetch(
+            "SELECT batch_id, load_mode, state, rows_seen, expected_rows, duplicates, reason, created_at, applied_at"
+            " FROM headrace.batches WHERE storage_id = $1 ORDER BY created_at DESC LIMIT $2",
+            storage.id,
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def token_hashes(self, storage_id: uuid.UUID) -> builtins.list[bytes]:
         rows = await self.pool.fetch(
             "SELECT token_sha256 FROM headrace.push_tokens WHERE storage_id = $1 AND revoked_at IS NULL",
             storage_id,
         )
         return [bytes(r["token_sha256"]) for r in rows]
 
-    async def model(self, storage_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> Model:
+    async def model(self, storage_id: uuid.UUID, conn: Connection | None = None) -> Model:
         row = await (conn or self.pool).fetchrow(
             "SELECT version, columns FROM headrace.model_versions WHERE storage_id = $1 ORDER BY version DESC LIMIT 1",
             storage_id,
         )
+        if row is None:  # every storage has its version 0 from its creation on
+            raise StorageNotFound(f"storage {storage_id} not found")
         return Model.from_json(row["columns"], row["version"], self.max_columns)
 
-    async def evolve(self, conn: asyncpg.Connection, storage: Storage, model: Model, change: ModelChange) -> Model:
+    async def evolve(self, conn: Connection, storage: Storage, model: Model, change: ModelChange) -> Model:
         """Alter the table and record the new model version; the caller holds the transaction and the lock."""
         table = storage.qualified_table
         clauses = [f"ADD COLUMN {quote_ident(c.name)} {c.type.postgres}" for c in change.added]

@@ -23,6 +23,8 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
 def main() -> None:
     import headrace.cli.collector
     import headrace.cli.etl
+    import headrace.cli.flow
+    import headrace.cli.hostkeys
     import headrace.cli.imports  # noqa: F401 - registers `storage import`
     from headrace.cli import (  # noqa: F401 - each module registers its commands
         export,

@@ -1,50 +1,16 @@
-"""`headrace collector …`: create, list, show, run and delete collectors; list and replay their batches."""
+"""`headrace collector …`: create, list, show, run and delete collectors; list and replay their batches; each a call to
+the ingest service's API (`/api/collectors…`), runs and replays followed as jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import urlsplit
 
 import click
-from pydantic import ValidationError
 
-from headrace.catalog import Catalog
 from headrace.cli import cli
-from headrace.cli.common import print_json, run_with_catalog
-from headrace.kafka import producer
-from headrace.settings import Settings
-from ingest.collectors.api import validation_message
-from ingest.collectors.batches import BatchFailed
-from ingest.collectors.definitions import CollectorDefinition, CollectorExists, CollectorNotFound, CollectorStore
-from ingest.collectors.files import FileSourceError, source_from_url
-from ingest.collectors.runner import CollectorBusy, CollectorRunner, create_collector
-from ingest.collectors.sources import SourceError
-
-T = TypeVar("T")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON")
-_COLLECTOR_ERRORS = (CollectorNotFound, CollectorExists, CollectorBusy, SourceError, FileSourceError, BatchFailed)
-
-
-def _run(ctx: click.Context, work: Callable[[Settings, Catalog], Awaitable[T]]) -> T:
-    try:
-        return run_with_catalog(ctx, work)
-    except _COLLECTOR_ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _with_runner(ctx: click.Context, work: Callable[[CollectorRunner], Awaitable[T]]) -> T:
-    """Work that produces to Kafka, with a producer of this process's own."""
-
-    async def run(settings: Settings, catalog: Catalog) -> T:
-        kafka = producer(settings)
-        await kafka.start()
-        try:
-            return await work(CollectorRunner(settings, catalog, kafka))
-        finally:
-            await kafka.stop()
-
-    return _run(ctx, run)
+from headrace.cli.common import call, json_option, print_json, read_definition, run_job, segment, when
 
 
 @cli.group()
@@ -52,15 +18,29 @@ def collector() -> None:
     """Collectors: pull batches from Postgres, SFTP/S3 files or HTTP APIs into storages."""
 
 
-def _source(
-    source_url: str, table: str | None, query: str | None, key_file: Path | None, password: str | None, **s3: Any
-) -> dict[str, Any]:
+def _path(name: str, rest: str = "") -> str:
+    return f"/api/collectors/{segment(name)}{rest}"
+
+
+def _source(source_url: str, table: str | None, query: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The definition's source from the options; ingest validates it (a file source's URL gives its fields)."""
     if source_url.startswith(("postgres://", "postgresql://")):
         return {"kind": "postgres", "dsn": source_url, "table": table, "query": query}
     if source_url.startswith(("http://", "https://")):
-        return {"kind": "http", "url": source_url}
-    private_key = key_file.read_text() if key_file is not None else None
-    return source_from_url(source_url, private_key=private_key, password=password, **s3).model_dump()
+        http = {k: options[k] for k in ("records_path", "pagination", "page_param", "size_param", "page_size")}
+        headers = dict(h.split(":", 1) for h in options["headers"])
+        return {"kind": "http", "url": source_url, "next_path": options["next_path"], **http} | {
+            "headers": {k.strip(): v.strip() for k, v in headers.items()}
+        }
+    scheme = urlsplit(source_url).scheme
+    key_file: Path | None = options["key_file"]
+    fields = {"format": options["file_format"], "delimiter": options["delimiter"]}
+    if scheme == "s3":
+        fields |= {k: options[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key")}
+    else:
+        fields |= {"private_key": key_file.read_text() if key_file else None, "password": options["password"]}
+        fields |= {"host_key": options["host_key"]}
+    return {"kind": scheme, "url": source_url} | {k: v for k, v in fields.items() if v is not None}
 
 
 @collector.command("create")
@@ -87,7 +67,7 @@ def _source(
 @click.option("--delete-missing", is_flag=True, help="incremental-updates: delete keys the source no longer has")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP private key")
 @click.option("--password", help="SFTP password")
-@click.option("--host-key", help="SFTP: the server's public key (unset: any host key is accepted)")
+@click.option("--host-key", help="SFTP: the server's public key (unset: trusted on first use, then enforced)")
 @click.option("--format", "file_format", type=click.Choice(["csv", "ndjson"]), default="csv")
 @click.option("--delimiter", default=",", help="CSV separator")
 @click.option("--endpoint", "endpoint_url", help="S3: the API endpoint (MinIO, moto, …)")
@@ -105,43 +85,18 @@ def _source(
 @click.option("--cron", help="Run on this cron expression (UTC), e.g. '*/15 * * * *'")
 @json_option
 @click.pass_context
-def collector_create(ctx: click.Context, name: str, storage_name: str, source_url: str, **options: Any) -> None:
+def collector_create(ctx: click.Context, /, name: str, storage_name: str, source_url: str, **options: Any) -> None:
     """Create a collector (its target storage too, when missing)."""
-    as_json = options.pop("as_json")
-    s3 = {k: options.pop(k) for k in ("endpoint_url", "region", "access_key_id", "secret_access_key")}
-    files = {"host_key": options.pop("host_key"), "file_format": options.pop("file_format")}
-    files["delimiter"] = options.pop("delimiter")
-    source = _source(
-        source_url,
-        options.pop("table"),
-        options.pop("query"),
-        options.pop("key_file"),
-        options.pop("password"),
-        **(s3 | files) if source_url.startswith(("sftp://", "s3://")) else {},
-    )
-    http = {k: options.pop(k) for k in ("records_path", "pagination", "page_param", "size_param", "page_size")}
-    http["next_path"] = options.pop("next_path")
-    headers = dict(h.split(":", 1) for h in options.pop("headers"))
-    if source["kind"] == "http":
-        source |= http | {"headers": {k.strip(): v.strip() for k, v in headers.items()}}
-    try:
-        definition = CollectorDefinition.model_validate(
-            {
-                "name": name,
-                "storage": storage_name,
-                "source": source,
-                "primary_key": list(options.pop("primary_key")),
-                **options,
-            }
-        )
-    except ValidationError as exc:
-        raise click.ClickException(validation_message(exc)) from exc
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return (await create_collector(settings, catalog, definition)).to_json()
-
-    result = _run(ctx, work)
-    if as_json:
+    definition = {
+        "name": name,
+        "storage": storage_name,
+        "source": _source(source_url, options["table"], options["query"], options),
+        "primary_key": list(options["primary_key"]),
+        **{k: options[k] for k in ("extract_mode", "cursor_column", "soft_delete_column", "delete_missing")},
+        **{k: options[k] for k in ("every_seconds", "cron")},
+    }
+    result = call(ctx, "POST", "/api/collectors", json=definition)
+    if options["as_json"]:
         print_json(result)
     else:
         click.echo(f"collector {result['name']} created: {result['extract_mode']} into {result['storage']}")
@@ -152,11 +107,7 @@ def collector_create(ctx: click.Context, name: str, storage_name: str, source_ur
 @click.pass_context
 def collector_list(ctx: click.Context, as_json: bool) -> None:
     """List collectors."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return [c.to_json() for c in await CollectorStore(catalog.pool).list()]
-
-    result = _run(ctx, work)
+    result = call(ctx, "GET", "/api/collectors")
     if as_json:
         print_json(result)
         return
@@ -173,12 +124,8 @@ def collector_list(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def collector_show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show a collector (passwords and keys masked), its cursor and last run."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return (await CollectorStore(catalog.pool).get(name)).to_json()
-
-    result = _run(ctx, work)
+    """Show a collector (credentials masked), its cursor and last run."""
+    result = call(ctx, "GET", _path(name))
     if as_json:
         print_json(result)
         return
@@ -192,12 +139,7 @@ def collector_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def collector_delete(ctx: click.Context, name: str, as_json: bool) -> None:
     """Delete a collector and its batch records (the storage and its rows stay)."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        await CollectorStore(catalog.pool).delete(name)
-        return {"deleted": name}
-
-    result = _run(ctx, work)
+    result = call(ctx, "DELETE", _path(name))
     print_json(result) if as_json else click.echo(f"collector {name} deleted")
 
 
@@ -206,12 +148,8 @@ def collector_delete(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def collector_run(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Run a collector now: a pending batch first, then the next one."""
-
-    async def work(runner: CollectorRunner) -> dict[str, Any]:
-        return await runner.run(name)
-
-    result = _with_runner(ctx, work)
+    """Run a collector now, in the ingest service: a pending batch first, then the next one."""
+    result = run_job(ctx, _path(name, "/run"), f"collector {name}")
     if as_json:
         print_json(result)
         return
@@ -227,12 +165,7 @@ def collector_run(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def collector_batches(ctx: click.Context, name: str, as_json: bool) -> None:
     """List a collector's batches, newest first: id, rows, time, status."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        store = CollectorStore(catalog.pool)
-        return await store.batches(await store.get(name))
-
-    result = _run(ctx, work)
+    result = call(ctx, "GET", _path(name, "/batches"))
     if as_json:
         print_json(result)
         return
@@ -240,7 +173,7 @@ def collector_batches(ctx: click.Context, name: str, as_json: bool) -> None:
         replay = f" (replay of {batch['replay_of']})" if batch["replay_of"] else ""
         click.echo(
             f"{batch['batch_id']}  {batch['rows'] if batch['rows'] is not None else '-':>9} rows"
-            f"  {batch['created_at']:%Y-%m-%d %H:%M:%S}  {batch['status']}{replay}"
+            f"  {when(batch['created_at'])}  {batch['status']}{replay}"
         )
 
 
@@ -251,12 +184,26 @@ def collector_batches(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def collector_replay(ctx: click.Context, name: str, batch_id: str, as_json: bool) -> None:
     """Load a sent batch again (read back from its ingest topic, sent as a new batch)."""
-
-    async def work(runner: CollectorRunner) -> dict[str, Any]:
-        return await runner.replay(name, batch_id)
-
-    result = _with_runner(ctx, work)
+    result = run_job(ctx, _path(name, f"/batches/{segment(batch_id)}/replay"), f"replaying {batch_id}")
     if as_json:
         print_json(result)
     else:
         click.echo(f"batch {batch_id} replayed as {result['batch_id']}: {result['rows']} rows")
+
+
+@collector.command("update")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+@click.pass_context
+def collector_update(ctx: click.Context, name: str, file: Path, as_json: bool) -> None:
+    """Change a collector: FILE holds its whole definition, as `collector show NAME --json` prints it, edited
+    (credentials left as *** keep their stored values)."""
+    definition = read_definition(file)
+    if isinstance(definition, dict):
+        definition = {k: v for k, v in definition.items() if k not in ("id", "created_at", "runs")}
+    result = call(ctx, "PUT", f"/api/collectors/{segment(name)}", service="ingest", json=definition)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"collector {name} changed")

@@ -1,17 +1,11 @@
-"""`headrace storage etl NAME …`: a storage's streaming ETL (select, rename, filter, computed columns)."""
+"""`headrace storage etl NAME …`: a storage's streaming ETL (select, rename, filter, computed columns), over HTTP."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from headrace.catalog import Catalog
-from headrace.cli.common import print_json, run_with_catalog
+from headrace.cli.common import call, print_json, segment
 from headrace.cli.storage import storage
-from headrace.etl import EtlConfig, FormulaError
-from headrace.etl.store import get_etl, set_etl
-from headrace.settings import Settings
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -50,28 +44,19 @@ def storage_etl(
     comparisons, and/or/not, in (…), is [not] null, and the functions lower, upper, trim, length, concat,
     coalesce, substr, replace, round, abs, floor, ceil, int, float, string, date, date_trunc, now, if.
     """
-    changing = bool(select or rename or filter_ or compute or clear)
-    if changing:
-        try:
-            config = (
-                EtlConfig()
-                if clear
-                else EtlConfig(
-                    select=[f.strip() for item in select for f in item.split(",") if f.strip()],
-                    rename=_pairs(rename, "--rename"),
-                    filter=filter_,
-                    compute=_pairs(compute, "--compute"),
-                )
-            )
-        except FormulaError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        if changing:
-            return (await set_etl(catalog.pool, name, config)).to_json()
-        return (await get_etl(catalog.pool, name)).to_json()
-
-    result = run_with_catalog(ctx, work)
+    path = f"/api/storages/{segment(name)}/etl"
+    if clear:
+        result = call(ctx, "DELETE", path)
+    elif select or rename or filter_ or compute:
+        body = {
+            "select": [f.strip() for item in select for f in item.split(",") if f.strip()],
+            "rename": _pairs(rename, "--rename"),
+            "filter": filter_,
+            "compute": _pairs(compute, "--compute"),
+        }
+        result = call(ctx, "PUT", path, json=body)
+    else:
+        result = call(ctx, "GET", path)
     if as_json:
         print_json(result)
     elif not result:

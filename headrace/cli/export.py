@@ -1,27 +1,16 @@
-"""`headrace export …`: create, list, show and delete exports (in Postgres); run and regenerate them (over HTTP).
-
-`run` and `regenerate` go through the exporter service's API, so that they share its one-run-per-export lock
-and its metrics; `--in-process` runs them in this process instead (for when the service is not running).
-"""
+"""`headrace export …`: create, list, show and delete exports; run and regenerate them (jobs in the exporter,
+followed with a progress bar); each a call to the exporter service's API (`/api/exports…`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
 import click
 import orjson
-from pydantic import ValidationError
 
-from headrace.catalog import Catalog
 from headrace.cli import cli
-from headrace.cli.common import print_json, run_with_catalog, settings_of
-from headrace.settings import Settings
-
-T = TypeVar("T")
+from headrace.cli.common import call, print_json, read_definition, run_job, segment
 
 
 @cli.group()
@@ -29,20 +18,8 @@ def export() -> None:
     """Scheduled exports of inserted rows to S3 or SFTP, with delivery reports."""
 
 
-def _with_store(ctx: click.Context, work: Callable[[Settings, Catalog], Awaitable[T]]) -> T:
-    """run_with_catalog, with a missing export reported like a missing storage."""
-    from exporter.definitions import ExportNotFound
-
-    try:
-        return run_with_catalog(ctx, work)
-    except ExportNotFound as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _store(catalog: Catalog) -> Any:
-    from exporter.definitions import ExportStore
-
-    return ExportStore(catalog.pool)
+def _path(name: str, rest: str = "") -> str:
+    return f"/api/exports/{segment(name)}{rest}"
 
 
 @export.command("create")
@@ -56,6 +33,13 @@ def _store(catalog: Catalog) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson", "parquet"]), default="csv", show_default=True)
 @click.option("--separator", default=",", show_default=True, help="CSV separator")
 @click.option("--header/--no-header", default=True, help="CSV header row of property keys")
+@click.option(
+    "--parquet-compression",
+    type=click.Choice(["gzip", "zstd", "snappy"]),
+    default="gzip",
+    show_default=True,
+    help="Parquet's own compression (inside the file)",
+)
 @click.option("--frequency", type=click.Choice(["15", "30", "60"]), default="60", show_default=True, help="Minutes")
 @click.option("--schedule/--no-schedule", default=True, help="Run at every frequency boundary, or only when asked")
 @click.option("--partition", type=click.Choice(["date", "hour", "half-hour", "quarter-hour"]), default="hour")
@@ -73,25 +57,13 @@ def _store(catalog: Catalog) -> Any:
 @click.option("--user", help="SFTP user")
 @click.option("--password", help="SFTP password (stored, never shown)")
 @click.option("--private-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP key")
-@click.option("--host-key", help="The SFTP server's public key; unset: any host key is accepted")
+@click.option("--host-key", help="The SFTP server's public key; unset: trusted on first use, then enforced")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @click.pass_context
-def export_create(ctx: click.Context, name: str, **options: Any) -> None:
+def export_create(ctx: click.Context, /, name: str, **options: Any) -> None:
     """Create an export."""
-    from exporter.definitions import ExportDefinition
-
-    definition = _definition(name, options)
-    try:
-        parsed = ExportDefinition.model_validate(definition)
-    except ValidationError as exc:
-        from exporter.api import validation_message
-
-        raise click.ClickException(validation_message(exc)) from exc
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return (await _store(catalog).create(parsed)).to_json()
-
-    _print(_with_store(ctx, work), options["as_json"], f"export {name} created")
+    result = call(ctx, "POST", "/api/exports", service="exporter", json=_definition(name, options))
+    _print(result, options["as_json"], f"export {name} created")
 
 
 def _definition(name: str, o: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +107,7 @@ def _definition(name: str, o: dict[str, Any]) -> dict[str, Any]:
         "format": o["fmt"],
         "csv_separator": o["separator"],
         "csv_header": o["header"],
+        "parquet_compression": o["parquet_compression"],
         "frequency_minutes": int(o["frequency"]),
         "scheduled": o["schedule"],
         "partition_level": o["partition"],
@@ -156,11 +129,7 @@ def _print(result: Any, as_json: bool, line: str) -> None:
 @click.pass_context
 def export_list(ctx: click.Context, as_json: bool) -> None:
     """List exports."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return [e.to_json() for e in await _store(catalog).list()]
-
-    result = _with_store(ctx, work)
+    result = call(ctx, "GET", "/api/exports", service="exporter")
     if as_json:
         print_json(result)
         return
@@ -174,18 +143,13 @@ def export_list(ctx: click.Context, as_json: bool) -> None:
 
 @export.command("show")
 @click.argument("name")
-@click.option("--runs", "show_runs", type=int, default=5, show_default=True, help="Recent runs to show")
+@click.option("--runs", "show_runs", type=click.IntRange(0, 1000), default=5, show_default=True, help="Runs to show")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @click.pass_context
 def export_show(ctx: click.Context, name: str, show_runs: int, as_json: bool) -> None:
     """Show an export (credentials hidden) and its recent runs."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        store = _store(catalog)
-        found = await store.get(name)
-        return found.to_json() | {"runs": await store.runs(found, show_runs)}
-
-    result = _with_store(ctx, work)
+    result = call(ctx, "GET", _path(name), service="exporter")
+    result["runs"] = call(ctx, "GET", _path(name, "/runs"), service="exporter", params={"limit": show_runs})
     if as_json:
         print_json(result)
         return
@@ -201,58 +165,8 @@ def export_show(ctx: click.Context, name: str, show_runs: int, as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @click.pass_context
 def export_delete(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Delete an export, its positions and its run history (delivered files stay where they are)."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        await _store(catalog).delete(name)
-        return {"deleted": name}
-
-    _print(_with_store(ctx, work), as_json, f"export {name} deleted")
-
-
-def _over_http(ctx: click.Context, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    settings = settings_of(ctx)
-    url = settings.service_url("exporter") + path
-    headers = {"Content-Type": "application/json"}
-    token = getattr(settings, "admin_token", None)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-
-    async def call() -> tuple[int, Any]:
-        # A run may take long; the service answers when its report is written.
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session,
-            session.post(url, data=orjson.dumps(body or {}), headers=headers) as response,
-        ):
-            return response.status, orjson.loads(await response.read())
-
-    try:
-        status, data = asyncio.run(call())
-    except aiohttp.ClientConnectionError as exc:
-        raise click.ClickException(
-            f"cannot reach the exporter at {url} ({exc}); is `headrace up` running? (or use --in-process)"
-        ) from exc
-    if status >= 400:
-        raise click.ClickException(data.get("error", f"HTTP {status}") if isinstance(data, dict) else str(data))
-    return data
-
-
-def _in_process(ctx: click.Context, name: str, regenerate: tuple[str, str, str] | None) -> dict[str, Any]:
-    from exporter.partitioning import parse_period
-    from exporter.runs import ExportRunner, RunFailed, RunInProgress
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        found = await _store(catalog).get(name)
-        runner = ExportRunner(settings, catalog.pool)
-        try:
-            if regenerate is None:
-                return (await runner.run(found, trigger="cli")).to_json()
-            start, end = parse_period(regenerate[0], regenerate[1])
-            return (await runner.regenerate(found, start, end, regenerate[2], trigger="cli")).to_json()
-        except (RunFailed, RunInProgress) as exc:
-            raise RuntimeError(str(exc)) from exc
-
-    return _with_store(ctx, work)
+    """Delete an export, its horizon and its run history (delivered files stay where they are)."""
+    _print(call(ctx, "DELETE", _path(name), service="exporter"), as_json, f"export {name} deleted")
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -266,15 +180,11 @@ def _summary(result: dict[str, Any]) -> str:
 
 @export.command("run")
 @click.argument("name")
-@click.option("--in-process", is_flag=True, help="Run here rather than in the exporter service")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @click.pass_context
-def export_run(ctx: click.Context, name: str, in_process: bool, as_json: bool) -> None:
-    """Run an export now: everything inserted since its last run, then its delivery report."""
-    if in_process:
-        result = _in_process(ctx, name, None)
-    else:
-        result = _over_http(ctx, f"/api/exports/{name}/runs", None)
+def export_run(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Run an export now, in the exporter service: every row written since its last run, then its delivery report."""
+    result = run_job(ctx, _path(name, "/runs"), f"export {name}", service="exporter")
     _print(result, as_json, _summary(result))
 
 
@@ -283,15 +193,28 @@ def export_run(ctx: click.Context, name: str, in_process: bool, as_json: bool) -
 @click.option("--from", "start", required=True, help="Start of the period (ISO date or date-time, UTC), included")
 @click.option("--to", "end", required=True, help="End of the period; a date includes that whole day")
 @click.option("--folder", required=True, help="Folder the regenerated files and report go to")
-@click.option("--in-process", is_flag=True, help="Run here rather than in the exporter service")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
 @click.pass_context
-def export_regenerate(
-    ctx: click.Context, name: str, start: str, end: str, folder: str, in_process: bool, as_json: bool
-) -> None:
+def export_regenerate(ctx: click.Context, name: str, start: str, end: str, folder: str, as_json: bool) -> None:
     """Re-export the period's rows (by event time) from the storages into FOLDER, with its own report."""
-    if in_process:
-        result = _in_process(ctx, name, (start, end, folder))
-    else:
-        result = _over_http(ctx, f"/api/exports/{name}/regenerate", {"from": start, "to": end, "folder": folder})
+    body = {"from": start, "to": end, "folder": folder}
+    result = run_job(ctx, _path(name, "/regenerate"), f"regenerating {name}", service="exporter", json=body)
     _print(result, as_json, _summary(result))
+
+
+@export.command("update")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+@click.pass_context
+def export_update(ctx: click.Context, name: str, file: Path, as_json: bool) -> None:
+    """Change a export: FILE holds its whole definition, as `export show NAME --json` prints it, edited (credentials
+    left as *** keep their stored values)."""
+    definition = read_definition(file)
+    if isinstance(definition, dict):
+        definition = {k: v for k, v in definition.items() if k not in ("id", "created_at", "runs")}
+    result = call(ctx, "PUT", f"/api/exports/{segment(name)}", service="exporter", json=definition)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"export {name} changed")

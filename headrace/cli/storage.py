@@ -1,4 +1,5 @@
-"""`headrace storage …`: create, list, show, query, lock and unlock storages; their rejected rows and history."""
+"""`headrace storage …`: create, list, show, query, lock, unlock and delete storages; tokens, rejected rows, history
+and batches; each a call to the ingest service's API (`/api/storages…`)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ from typing import Any
 import click
 import orjson
 
-from headrace.catalog import Catalog
-from headrace.catalog.provision import create_storage
-from headrace.catalog.rejected import list_rejected, replay_rejected
 from headrace.cli import cli
-from headrace.cli.common import print_json, run_with_catalog
-from headrace.settings import Settings
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON")
+from headrace.cli.common import call, json_option, print_json, run_job, segment, when
 
 
 @cli.group()
 def storage() -> None:
-    """Create, inspect and query storages."""
+    """Create, inspect, query and delete storages."""
+
+
+def _path(name: str, rest: str = "") -> str:
+    return f"/api/storages/{segment(name)}{rest}"
 
 
 @storage.command("create")
@@ -30,11 +29,8 @@ def storage() -> None:
 @click.pass_context
 def storage_create(ctx: click.Context, name: str, primary_key: tuple[str, ...], load_mode: str, as_json: bool) -> None:
     """Create an empty storage and print its push URL (the token is shown only now)."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return await create_storage(settings, catalog, name, list(primary_key), load_mode)
-
-    result = run_with_catalog(ctx, work)
+    body = {"name": name, "primary_key": list(primary_key), "load_mode": load_mode}
+    result = call(ctx, "POST", "/api/storages", json=body)
     if as_json:
         print_json(result)
     else:
@@ -47,11 +43,7 @@ def storage_create(ctx: click.Context, name: str, primary_key: tuple[str, ...], 
 @click.pass_context
 def storage_list(ctx: click.Context, as_json: bool) -> None:
     """List storages."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return [s.to_json() for s in await catalog.list()]
-
-    result = run_with_catalog(ctx, work)
+    result = call(ctx, "GET", "/api/storages")
     if as_json:
         print_json(result)
         return
@@ -66,11 +58,7 @@ def storage_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def storage_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show a storage and its model."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return await catalog.describe(name)
-
-    result = run_with_catalog(ctx, work)
+    result = call(ctx, "GET", _path(name))
     if as_json:
         print_json(result)
         return
@@ -82,29 +70,21 @@ def storage_show(ctx: click.Context, name: str, as_json: bool) -> None:
 
 @storage.command("query")
 @click.argument("name")
-@click.option("--limit", type=int, default=None, help="At most this many rows")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows (100,000 at most)")
 @json_option
 @click.pass_context
 def storage_query(ctx: click.Context, name: str, limit: int | None, as_json: bool) -> None:
     """Print a storage's rows in insertion order; system columns start with `_`."""
-    from headrace.query import fetch_rows
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return await fetch_rows(catalog, await catalog.get(name), limit)
-
-    rows = run_with_catalog(ctx, work)
+    rows = call(ctx, "GET", _path(name, "/rows"), params={} if limit is None else {"limit": limit})
     if as_json:
         print_json(rows)
         return
     for row in rows:
-        click.echo(orjson.dumps(row, option=orjson.OPT_UTC_Z, default=str).decode())
+        click.echo(orjson.dumps(row).decode())
 
 
 def _set_locked(ctx: click.Context, name: str, locked: bool, as_json: bool) -> None:
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        return (await catalog.set_locked(name, locked)).to_json()
-
-    result = run_with_catalog(ctx, work)
+    result = call(ctx, "POST", _path(name, "/lock" if locked else "/unlock"))
     if as_json:
         print_json(result)
     else:
@@ -135,12 +115,7 @@ def storage_unlock(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def storage_rotate_token(ctx: click.Context, name: str, as_json: bool) -> None:
     """Issue a new push token; the previous push URL stops working within the ingest cache time (5 s)."""
-
-    async def work(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-        found, token = await catalog.rotate_token(name)
-        return found.to_json() | {"push_url": found.push_url(settings.push_base_url, token)}
-
-    result = run_with_catalog(ctx, work)
+    result = call(ctx, "POST", _path(name, "/token"))
     if as_json:
         print_json(result)
     else:
@@ -154,11 +129,7 @@ def storage_rotate_token(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def storage_rejected(ctx: click.Context, name: str, include_replayed: bool, as_json: bool) -> None:
     """List the rows a locked model refused, with their payload and reason."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return await list_rejected(catalog, await catalog.get(name), include_replayed)
-
-    rows = run_with_catalog(ctx, work)
+    rows = call(ctx, "GET", _path(name, "/rejected"), params={"all": "true"} if include_replayed else {})
     if as_json:
         print_json(rows)
         return
@@ -172,15 +143,11 @@ def storage_rejected(ctx: click.Context, name: str, include_replayed: bool, as_j
 @click.pass_context
 def storage_replay_rejected(ctx: click.Context, name: str, as_json: bool) -> None:
     """Send the rejected rows through again (after an unlock, say); those that still do not fit come back."""
-
-    async def work(settings: Settings, catalog: Catalog) -> int:
-        return await replay_rejected(settings, catalog, await catalog.get(name))
-
-    replayed = run_with_catalog(ctx, work)
+    result = run_job(ctx, _path(name, "/rejected/replay"), f"replaying {name}")
     if as_json:
-        print_json({"replayed": replayed})
+        print_json(result)
     else:
-        click.echo(f"{replayed} rows replayed")
+        click.echo(f"{result['replayed']} rows replayed")
 
 
 @storage.command("history")
@@ -189,11 +156,7 @@ def storage_replay_rejected(ctx: click.Context, name: str, as_json: bool) -> Non
 @click.pass_context
 def storage_history(ctx: click.Context, name: str, as_json: bool) -> None:
     """Every version of the model with the change from the one before."""
-
-    async def work(settings: Settings, catalog: Catalog) -> list[dict[str, Any]]:
-        return await catalog.history(name)
-
-    versions = run_with_catalog(ctx, work)
+    versions = call(ctx, "GET", _path(name, "/history"))
     if as_json:
         print_json(versions)
         return
@@ -201,4 +164,44 @@ def storage_history(ctx: click.Context, name: str, as_json: bool) -> None:
         change = version["change"]
         parts = [f"+{c['key']} {c['type']}" for c in change.get("added", [])]
         parts += [f"{w['column']} {w['from']}→{w['to']}" for w in change.get("widened", [])]
-        click.echo(f"v{version['version']}  {version['created_at']:%Y-%m-%d %H:%M:%S}  {', '.join(parts) or 'created'}")
+        click.echo(f"v{version['version']}  {when(version['created_at'])}  {', '.join(parts) or 'created'}")
+
+
+@storage.command("batches")
+@click.argument("name")
+@json_option
+@click.pass_context
+def storage_batches(ctx: click.Context, name: str, as_json: bool) -> None:
+    """The latest batches loaded into the storage: state, rows, duplicates dropped, why one failed."""
+    batches = call(ctx, "GET", _path(name, "/batches"))
+    if as_json:
+        print_json(batches)
+        return
+    for batch in batches:
+        rows = f"{batch['rows_seen']}/{batch['expected_rows'] if batch['expected_rows'] is not None else '?'}"
+        reason = f"  {batch['reason']}" if batch["reason"] else ""
+        click.echo(
+            f"{batch['batch_id']:<40} {batch['load_mode']:<8} {batch['state']:<9} rows {rows}"
+            f"  duplicates {batch['duplicates']}{reason}"
+        )
+
+
+@storage.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation")
+@json_option
+@click.pass_context
+def storage_delete(ctx: click.Context, name: str, yes: bool, as_json: bool) -> None:
+    """Delete a storage: its table and rows, staging tables, push tokens, batches, rejected rows, model history,
+    ingest topic and registry subject. Refused while a collector or an export names it."""
+    if not yes:
+        click.confirm(
+            f"Delete storage {name!r} with its rows, topic and model history? This cannot be undone", abort=True
+        )
+    result: dict[str, Any] = call(ctx, "DELETE", _path(name))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"storage {name} deleted")
+    if not result["topic"]["deleted"]:
+        click.echo(f"its topic {result['topic']['name']} is left: {result['topic']['error']}", err=True)

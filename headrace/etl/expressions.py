@@ -34,6 +34,14 @@ from typing import Any
 
 from headrace.models.inference import format_datetime, parse_date, parse_datetime, to_text
 
+# Bounds on what a formula may cost: its text, its nesting (the parser and evaluator recurse), the digits
+# round() may take (Python computes 10**digits), and the text a formula may build.
+MAX_FORMULA_LENGTH = 4000
+MAX_DEPTH = 64
+MAX_ROUND_DIGITS = 30
+MAX_TEXT_LENGTH = 1_000_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 class FormulaError(ValueError):
     """A formula that cannot be parsed or is not allowed; raised when the ETL is configured."""
@@ -51,6 +59,7 @@ _TOKEN = re.compile(
   | (?P<number>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?)
   | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
   | (?P<quoted>`(?:[^`]|``)+`)
+  | (?P<param>@[A-Za-z_][A-Za-z0-9_]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<op><=|>=|!=|<>|==|[-+*/%()<>=,\[\]])
     """,
@@ -95,6 +104,8 @@ def tokenize(text: str) -> list[Token]:
                 tokens.append(Token("keyword", lowered, lowered, position))
             else:
                 tokens.append(Token("name", raw, raw, position))
+        elif kind == "param":
+            tokens.append(Token("param", raw, raw[1:], position))
         elif kind == "op":
             tokens.append(Token("op", raw, raw, position))
         position = match.end()
@@ -142,12 +153,19 @@ class IsNull:
 
 
 @dataclass(frozen=True)
+class Param:
+    """`@name`: the value of a parametric step's parameter for the run at hand."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Call:
     function: str
     args: tuple[Node, ...]
 
 
-Node = Literal | Field | Unary | Binary | InList | IsNull | Call
+Node = Literal | Field | Param | Unary | Binary | InList | IsNull | Call
 
 
 # ---------------------------------------------------------------- the allowlist
@@ -199,8 +217,26 @@ def _substr(text: Any, start: Any, length: Any = None) -> str:
 
 
 def _round(value: Any, digits: Any = 0) -> float | int:
-    rounded = round(_number(value, "round"), int(_number(digits, "round")))
+    places = int(_number(digits, "round"))
+    if not -MAX_ROUND_DIGITS <= places <= MAX_ROUND_DIGITS:
+        raise EvaluationError(f"round() takes -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS} digits, got {places}")
+    rounded = round(_number(value, "round"), places)
     return int(rounded) if digits == 0 else rounded
+
+
+def _bounded_text(text: str) -> str:
+    if len(text) > MAX_TEXT_LENGTH:
+        raise EvaluationError(f"the text would have {len(text)} characters, more than {MAX_TEXT_LENGTH}")
+    return text
+
+
+def _replace(text: Any, old: Any, new: Any) -> str:
+    source, pattern, replacement = _text(text), _text(old), _text(new)
+    # Bound the result before building it: replacing '' inserts between every character.
+    occurrences = len(source) + 1 if not pattern else source.count(pattern)
+    if len(source) + occurrences * (len(replacement) - len(pattern)) > MAX_TEXT_LENGTH:
+        raise EvaluationError(f"replace() would build more than {MAX_TEXT_LENGTH} characters")
+    return source.replace(pattern, replacement)
 
 
 def _to_int(value: Any) -> int:
@@ -230,10 +266,10 @@ FUNCTIONS: dict[str, Function] = {
     "upper": Function(lambda s: _text(s).upper(), 1, 1),
     "trim": Function(lambda s: _text(s).strip(), 1, 1),
     "length": Function(lambda s: len(s) if isinstance(s, (list, dict)) else len(_text(s)), 1, 1),
-    "concat": Function(lambda *a: "".join(_text(v) for v in a if v is not None), 1, None, False),
+    "concat": Function(lambda *a: _bounded_text("".join(_text(v) for v in a if v is not None)), 1, None, False),
     "coalesce": Function(lambda *a: next((v for v in a if v is not None), None), 1, None, False),
     "substr": Function(_substr, 2, 3),
-    "replace": Function(lambda s, old, new: _text(s).replace(_text(old), _text(new)), 3, 3),
+    "replace": Function(_replace, 3, 3),
     "round": Function(_round, 1, 2),
     "abs": Function(lambda x: abs(_number(x, "abs")), 1, 1),
     "floor": Function(lambda x: math.floor(_number(x, "floor")), 1, 1),
@@ -243,6 +279,9 @@ FUNCTIONS: dict[str, Function] = {
     "string": Function(_text, 1, 1),
     "date_trunc": Function(_date_trunc, 2, 2),
     "date": Function(lambda v: _as_datetime(v).date().isoformat(), 1, 1),
+    "year": Function(lambda v: _as_datetime(v).year, 1, 1),
+    "month": Function(lambda v: _as_datetime(v).month, 1, 1),
+    "day": Function(lambda v: _as_datetime(v).day, 1, 1),
     "now": Function(lambda: format_datetime(datetime.now(UTC)), 0, 0, False),
     "if": Function(lambda cond, yes, no: yes if cond is True else no, 3, 3, False),
 }
@@ -259,9 +298,18 @@ def _describe(value: Any) -> str:
 
 class _Parser:
     def __init__(self, text: str) -> None:
+        if len(text) > MAX_FORMULA_LENGTH:
+            raise FormulaError(f"a formula has at most {MAX_FORMULA_LENGTH} characters, this one {len(text)}")
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
+
+    def nested(self) -> None:
+        """Count one more level of nesting; the parser (and the evaluator after it) recurse once per level."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"nested more than {MAX_DEPTH} levels deep")
 
     @property
     def current(self) -> Token:
@@ -284,7 +332,8 @@ class _Parser:
 
     def error(self, message: str) -> FormulaError:
         found = self.current.text or "the end"
-        return FormulaError(f"{message} at position {self.current.position} (found {found!r}) in {self.text!r}")
+        shown = self.text if len(self.text) <= 200 else self.text[:200] + "…"
+        return FormulaError(f"{message} at position {self.current.position} (found {found[:40]!r}) in {shown!r}")
 
     def parse(self) -> Node:
         if self.current.kind == "end":
@@ -295,9 +344,11 @@ class _Parser:
         return node
 
     def parse_or(self) -> Node:
+        self.nested()
         node = self.parse_and()
         while self.accept("keyword", "or"):
             node = Binary("or", node, self.parse_and())
+        self.depth -= 1
         return node
 
     def parse_and(self) -> Node:
@@ -308,7 +359,10 @@ class _Parser:
 
     def parse_not(self) -> Node:
         if self.accept("keyword", "not"):
-            return Unary("not", self.parse_not())
+            self.nested()
+            node = Unary("not", self.parse_not())
+            self.depth -= 1
+            return node
         return self.parse_comparison()
 
     def parse_comparison(self) -> Node:
@@ -351,20 +405,29 @@ class _Parser:
         return node
 
     def parse_unary(self) -> Node:
-        if self.accept("op", "-"):
-            return Unary("-", self.parse_unary())
-        if self.accept("op", "+"):
-            return self.parse_unary()
+        if self.current.kind == "op" and self.current.text in ("-", "+"):
+            sign = self.take().text
+            self.nested()
+            operand = self.parse_unary()
+            self.depth -= 1
+            return Unary("-", operand) if sign == "-" else operand
         return self.parse_primary()
 
     def parse_primary(self) -> Node:
         token = self.current
         if token.kind in ("number", "string"):
             self.take()
+            if isinstance(token.value, int) and not INT64_MIN <= token.value <= INT64_MAX:
+                raise FormulaError(
+                    f"integer {token.text[:30]} at position {token.position} is outside the 64-bit range"
+                )
             return Literal(token.value)
         if token.kind == "keyword" and token.text in ("true", "false", "null"):
             self.take()
             return Literal({"true": True, "false": False, "null": None}[token.text])
+        if token.kind == "param":
+            self.take()
+            return Param(token.value)
         if token.kind == "name":
             self.take()
             if token.text[0] != "`" and self.accept("op", "("):
@@ -410,7 +473,7 @@ def fields_of(node: Node) -> set[str]:
     """The record fields a formula reads."""
     if isinstance(node, Field):
         return {node.name}
-    if isinstance(node, Literal):
+    if isinstance(node, Literal | Param):
         return set()
     if isinstance(node, Unary):
         return fields_of(node.operand)
@@ -428,84 +491,128 @@ def fields_of(node: Node) -> set[str]:
 
 def _arithmetic(op: str, left: Any, right: Any) -> Any:
     if op == "+" and isinstance(left, str) and isinstance(right, str):
-        return left + right
+        return _bounded_text(left + right)
     a, b = _number(left, op), _number(right, op)
     if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
+        result = a + b
+    elif op == "-":
+        result = a - b
+    elif op == "*":
+        result = a * b
+    elif b == 0:
         raise EvaluationError(f"division by zero in {op}")
-    if op == "/":
-        return a / b
-    return a % b
+    elif op == "/":
+        result = a / b
+    else:
+        result = a % b
+    if isinstance(result, int) and not INT64_MIN <= result <= INT64_MAX:
+        raise EvaluationError(f"integer overflow in {op}: the result is outside the 64-bit range")
+    return result
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op == "=":
-        return left == right
+        return bool(left == right)
     if op == "!=":
-        return left != right
+        return bool(left != right)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right))
     if not numeric and not (isinstance(left, str) and isinstance(right, str)):
         raise EvaluationError(f"cannot compare {_describe(left)} with {_describe(right)}")
+    # Both numbers or both strings by now: their comparisons are bools.
     if op == "<":
-        return left < right
+        return bool(left < right)
     if op == "<=":
-        return left <= right
+        return bool(left <= right)
     if op == ">":
-        return left > right
-    return left >= right
+        return bool(left > right)
+    return bool(left >= right)
 
 
-def evaluate(node: Node, record: dict[str, Any]) -> Any:
-    """The value of a formula over one record; a missing field is null."""
+def truth(value: Any) -> bool | None:
+    """A value as a condition: null stays null; zero, '' and empty lists or objects are false (as in SQL steps)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
+
+
+def evaluate(node: Node, record: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
+    """The value of a formula over one record; a missing field is null; `params` are a parametric step's values."""
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, Field):
         return record.get(node.name)
+    if isinstance(node, Param):
+        if params is None or node.name not in params:
+            raise EvaluationError(f"@{node.name} has no value here")
+        return params[node.name]
     if isinstance(node, Binary):
-        if node.op == "and":
-            left = evaluate(node.left, record)
-            if left is False:
-                return False
-            right = evaluate(node.right, record)
-            if right is False:
-                return False
-            return None if left is None or right is None else bool(left) and bool(right)
-        if node.op == "or":
-            left = evaluate(node.left, record)
-            if left is True:
-                return True
-            right = evaluate(node.right, record)
-            if right is True:
-                return True
-            return None if left is None or right is None else bool(left) or bool(right)
-        left, right = evaluate(node.left, record), evaluate(node.right, record)
-        if left is None or right is None:
-            return None
-        if node.op in ("+", "-", "*", "/", "%"):
-            return _arithmetic(node.op, left, right)
-        return _compare(node.op, left, right)
+        return _evaluate_binary(node, record, params)
     if isinstance(node, Unary):
-        value = evaluate(node.operand, record)
-        if value is None:
-            return None
-        if node.op == "not":
-            return not value
-        return -_number(value, "-")
+        return _evaluate_unary(node, record, params)
     if isinstance(node, IsNull):
-        return (evaluate(node.operand, record) is None) != node.negated
+        return (evaluate(node.operand, record, params) is None) != node.negated
     if isinstance(node, InList):
-        value = evaluate(node.operand, record)
-        if value is None:
-            return None
-        found = any(value == evaluate(option, record) for option in node.options)
-        return found != node.negated
+        return _evaluate_in_list(node, record, params)
+    return _evaluate_call(node, record, params)
+
+
+def _evaluate_binary(node: Binary, record: dict[str, Any], params: dict[str, Any] | None) -> Any:
+    if node.op in ("and", "or"):
+        return _evaluate_logical(node, record, params)
+    left, right = evaluate(node.left, record, params), evaluate(node.right, record, params)
+    if left is None or right is None:
+        return None
+    if node.op in ("+", "-", "*", "/", "%"):
+        return _arithmetic(node.op, left, right)
+    return _compare(node.op, left, right)
+
+
+def _evaluate_logical(node: Binary, record: dict[str, Any], params: dict[str, Any] | None) -> bool | None:
+    """Three-valued logic on the truth of each side, as SQL's AND and OR; the right side only when it decides."""
+    left = truth(evaluate(node.left, record, params))
+    decided = left is (node.op == "or")
+    if decided:
+        return left
+    right = truth(evaluate(node.right, record, params))
+    if right is (node.op == "or"):
+        return right
+    return None if left is None or right is None else right
+
+
+def _evaluate_unary(node: Unary, record: dict[str, Any], params: dict[str, Any] | None) -> Any:
+    value = evaluate(node.operand, record, params)
+    if value is None:
+        return None
+    if node.op == "not":
+        return not truth(value)
+    return -_number(value, "-")
+
+
+def _evaluate_in_list(node: InList, record: dict[str, Any], params: dict[str, Any] | None) -> bool | None:
+    value = evaluate(node.operand, record, params)
+    if value is None:
+        return None
+    found = any(value == evaluate(option, record, params) for option in node.options)
+    return found != node.negated
+
+
+def _evaluate_call(node: Call, record: dict[str, Any], params: dict[str, Any] | None) -> Any:
+    if node.function == "if":
+        # Only the branch taken is evaluated, as SQL's CASE does: the other may fail (a division by zero).
+        condition = evaluate(node.args[0], record, params)
+        return evaluate(node.args[1] if condition is True else node.args[2], record, params)
+    if node.function == "coalesce":
+        for arg in node.args:
+            value = evaluate(arg, record, params)
+            if value is not None:
+                return value
+        return None
     function = FUNCTIONS[node.function]
-    args = [evaluate(a, record) for a in node.args]
+    args = [evaluate(a, record, params) for a in node.args]
     if function.null_in_null_out and any(a is None for a in args):
         return None
     try:

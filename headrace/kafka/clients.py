@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from headrace.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context SSL and SASL_SSL connections use, from the settings' CA, client certificate and key."""
+    if not settings.kafka_security_protocol.upper().endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=settings.kafka_ssl_cafile,
+        certfile=settings.kafka_ssl_certfile,
+        keyfile=settings.kafka_ssl_keyfile,
+        password=settings.kafka_ssl_key_password,
+    )
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
 
 
 def _common(settings: Settings) -> dict[str, Any]:
@@ -21,6 +36,9 @@ def _common(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.require_kafka_bootstrap(),
         "security_protocol": settings.kafka_security_protocol,
     }
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
     if settings.kafka_sasl_mechanism:
         config.update(
             sasl_mechanism=settings.kafka_sasl_mechanism,
@@ -56,30 +74,8 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
     return AIOKafkaConsumer(*topics, **(config | overrides))
 
 
-async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(**_common(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in names if name not in existing]
-        if not missing:
-            return
-        new = [
-            NewTopic(
-                name,
-                num_partitions=partitions or settings.kafka_topic_partitions,
-                replication_factor=settings.kafka_replication_factor,
-            )
-            for name in missing
-        ]
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
-        log.info("created topics", extra={"topics": missing})
-    finally:
-        await admin.close()
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**_common(settings))
 
 
 def metadata_client(settings: Settings) -> AIOKafkaClient:

@@ -8,15 +8,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic naming: `<prefix>.ingest.<storage>` carries a storage's events, `<prefix>.rows.<storage>` its rows."""
+    """Topic naming: `<prefix>.ingest.<storage>` carries a storage's events, `<prefix>.deadletter` what failed."""
 
     prefix: str = "headrace"
 
     def ingest(self, storage_name: str) -> str:
         return f"{self.prefix}.ingest.{storage_name}"
-
-    def rows(self, storage_name: str) -> str:
-        return f"{self.prefix}.rows.{storage_name}"
 
     @property
     def dead_letter(self) -> str:

@@ -80,24 +80,30 @@ class Model:
 
         The result depends only on the set of values seen, never on their order.
         """
-        seen: dict[str, ColumnType | None] = {}
-        for record in records:
-            for key, value in record.items():
-                incoming = infer_value(value)
-                current = seen.get(key)
-                if current is not incoming:
-                    seen[key] = widen(current, incoming)
+        misfits = self._misfits(records) if locked else {}
+        return self._change(_types_seen(records), locked), misfits
+
+    def _misfits(self, records: list[dict[str, Any]]) -> dict[int, Misfit]:
+        """The records a locked model refuses, by index, each with its first value that its column cannot hold."""
         misfits: dict[int, Misfit] = {}
-        if locked:
-            for index, record in enumerate(records):
-                for key, value in record.items():
-                    column = self.by_key.get(key)
-                    if column is None:
-                        continue
-                    value_type = infer_value(value)
-                    if not fits(value_type, column.type):
-                        misfits[index] = Misfit(key, column.type, value_type)  # type: ignore[arg-type]
-                        break
+        for index, record in enumerate(records):
+            misfit = self._misfit(record)
+            if misfit is not None:
+                misfits[index] = misfit
+        return misfits
+
+    def _misfit(self, record: dict[str, Any]) -> Misfit | None:
+        for key, value in record.items():
+            column = self.by_key.get(key)
+            if column is None:
+                continue
+            value_type = infer_value(value)
+            if value_type is not None and not fits(value_type, column.type):  # null fits every column
+                return Misfit(key, column.type, value_type)
+        return None
+
+    def _change(self, seen: dict[str, ColumnType | None], locked: bool) -> ModelChange:
+        """The columns to add for new keys (while there is room) and, unless locked, the columns to widen."""
         change = ModelChange()
         namer = ColumnNamer({c.name for c in self.columns})
         room = self.max_columns - len(self.columns)
@@ -112,10 +118,22 @@ class Model:
             elif not locked:
                 target = widen(column.type, incoming)
                 if target != column.type:
-                    change.widened.append((column, Column(column.key, column.name, target)))  # type: ignore[arg-type]
-        return change, misfits
+                    change.widened.append((column, Column(column.key, column.name, target)))
+        return change
 
     def apply(self, change: ModelChange) -> Model:
         widened = {before.key: after for before, after in change.widened}
         columns = [widened.get(c.key, c) for c in self.columns] + change.added
         return Model(columns, version=self.version + 1, max_columns=self.max_columns)
+
+
+def _types_seen(records: list[dict[str, Any]]) -> dict[str, ColumnType | None]:
+    """Each key's type over the records: the widening of its values' types (None while it was only ever null)."""
+    seen: dict[str, ColumnType | None] = {}
+    for record in records:
+        for key, value in record.items():
+            incoming = infer_value(value)
+            current = seen.get(key)
+            if current is not incoming:
+                seen[key] = widen(current, incoming)
+    return seen

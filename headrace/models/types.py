@@ -15,6 +15,7 @@ widen anything. string is the top: every value has a faithful text form.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import overload
 
 
 class ColumnType(StrEnum):
@@ -86,6 +87,12 @@ def _join(a: ColumnType, b: ColumnType) -> ColumnType:
 _JOIN = {(a, b): _join(a, b) for a in ColumnType for b in ColumnType}
 
 
+@overload
+def widen(current: ColumnType, incoming: ColumnType | None) -> ColumnType: ...
+@overload
+def widen(current: ColumnType | None, incoming: ColumnType) -> ColumnType: ...
+@overload
+def widen(current: ColumnType | None, incoming: ColumnType | None) -> ColumnType | None: ...
 def widen(current: ColumnType | None, incoming: ColumnType | None) -> ColumnType | None:
     """The narrowest type that holds values of both types (None is the type of null)."""
     if current is None:

@@ -26,8 +26,12 @@ def _die_with_parent() -> None:
 
 def spawn(
     args: list[str], log_file: Path, env: dict[str, str] | None = None, user: str | None = None
-) -> subprocess.Popen:
-    """Start a child in its own session (so a terminal's Ctrl-C reaches only the supervisor), logging to a file."""
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (so a terminal's Ctrl-C reaches only the supervisor), logging to a file.
+
+    Call it from the event loop's thread, never a worker thread: the kernel sends the death signal when the thread
+    that forked the child ends, not only when the process does.
+    """
     log: IO[bytes] = open(log_file, "ab")
     try:
         return subprocess.Popen(
@@ -57,14 +61,15 @@ def port_is_free(host: str, port: int) -> bool:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-async def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+async def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before listening")
+            raise RuntimeError(f"{_program(process)} exited with {process.returncode} before listening")
         try:
             _, writer = await asyncio.open_connection(host, port)
             writer.close()
@@ -75,7 +80,13 @@ async def wait_for_port(host: str, port: int, timeout: float, process: subproces
             await asyncio.sleep(0.1)
 
 
-async def terminate(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+def _program(process: subprocess.Popen[bytes]) -> str:
+    """The program a child runs: the first of its arguments (spawn's are a list)."""
+    args = process.args
+    return os.fsdecode(args if isinstance(args, str | bytes | os.PathLike) else args[0])
+
+
+async def terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
     """Signal a child and wait for it; kill it if it outstays the timeout."""
     if process.poll() is not None:
         return
@@ -93,17 +104,56 @@ async def terminate(process: subprocess.Popen, sig: int = signal.SIGTERM, timeou
         await asyncio.sleep(0.05)
 
 
-def _exited(process: subprocess.Popen | asyncio.subprocess.Process) -> bool:
+async def wait_exit(process: subprocess.Popen[bytes]) -> int:
+    """Wait until a child exits and return its exit code (negative: the signal that ended it).
+
+    A pidfd becomes readable when the process exits, so the loop learns of it at once without polling.
+    """
+    code = process.poll()
+    if code is not None:
+        return code
+    fd = os.pidfd_open(process.pid)  # an exited child stays a zombie until we reap it, so the pid is still ours
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    loop.add_reader(fd, exited.set)
+    try:
+        await exited.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return process.wait()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _exited(process: subprocess.Popen[bytes] | asyncio.subprocess.Process) -> bool:
     if isinstance(process, subprocess.Popen):
         return process.poll() is not None
     return process.returncode is not None
 
 
-async def wait_ready(url: str, process: subprocess.Popen | asyncio.subprocess.Process, timeout: float = 60) -> None:
+def admin_headers(token: str | None) -> dict[str, str]:
+    """The header a request to a service carries its admin token in (probes send it too, whichever routes ask)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes] | asyncio.subprocess.Process,
+    timeout: float = 60,
+    token: str | None = None,
+) -> None:
     """Wait until a service answers 200 on /readyz; fail at once if its process exits first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=admin_headers(token)) as session:
         while True:
             if _exited(process):
                 raise RuntimeError(f"exited with {process.returncode} before it was ready")

@@ -66,7 +66,7 @@ def fresh_database(work_dir: Path) -> Iterator[str]:
     if not asyncio.run(_reachable(admin_url)):
         embedded = EmbeddedPostgres(work_dir, "127.0.0.1", free_port(), work_dir / "postgres.log")
         asyncio.run(embedded.start())
-        admin_url = f"postgresql://postgres@127.0.0.1:{embedded.port}/postgres"
+        admin_url = embedded.dsn("postgres")
     name = f"headrace_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_create_database(admin_url, name))
     try:

@@ -108,6 +108,10 @@ class _Resolver:
             if any(not self.check(branch, writer, path) for branch in reader):
                 return []
             return [f"{path or '/'}: the reader's union has no branch that reads the writer's {self._kind(writer)}"]
+        return self._check_kinds(reader, writer, path)
+
+    def _check_kinds(self, reader: Any, writer: Any, path: str) -> list[str]:
+        """Two schemas that are no unions: a promotion, a primitive, or the same container or named type."""
         reader_kind, writer_kind = self._kind(reader), self._kind(writer)
         if reader_kind != writer_kind:
             if reader_kind in _PROMOTIONS.get(writer_kind, ()):
@@ -119,6 +123,10 @@ class _Resolver:
             return self.check(reader["items"], writer["items"], f"{path}/items")
         if reader_kind == "map":
             return self.check(reader["values"], writer["values"], f"{path}/values")
+        return self._check_named(reader, writer, reader_kind, path)
+
+    def _check_named(self, reader: dict[str, Any], writer: dict[str, Any], reader_kind: str, path: str) -> list[str]:
+        """A record, enum or fixed: the same name (or one of the reader's aliases), then what the kind asks."""
         if not self._same_name(reader, writer):
             return [f"{path or '/'}: the reader's {reader_kind} {reader['name']} is not the writer's {writer['name']}"]
         if reader_kind == "fixed":

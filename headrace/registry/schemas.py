@@ -44,26 +44,38 @@ def _check_names(schema: Any, path: str = "") -> None:
         return
     kind = schema.get("type")
     if kind in ("record", "error", "enum", "fixed"):
-        for part in str(schema.get("name", "")).split("."):
-            if not AVRO_NAME.match(part):
-                raise InvalidSchema(f"invalid Avro name {schema.get('name')!r} at {path or '/'}")
+        _check_full_name(schema, path)
     if kind in ("record", "error"):
-        if not isinstance(schema.get("fields"), list):
-            raise InvalidSchema(f"invalid Avro schema: the record at {path or '/'} has no list of fields")
-        for index, field in enumerate(schema["fields"]):
-            if not AVRO_NAME.match(str(field.get("name", ""))):
-                raise InvalidSchema(f"invalid Avro field name {field.get('name')!r} at {path}/fields/{index}")
-            _check_names(field.get("type"), f"{path}/fields/{index}/type")
+        _check_fields(schema, path)
     elif kind == "enum":
-        for symbol in schema.get("symbols", ()):
-            if not AVRO_NAME.match(str(symbol)):
-                raise InvalidSchema(f"invalid Avro enum symbol {symbol!r} at {path or '/'}")
+        _check_symbols(schema, path)
     elif kind == "array":
         _check_names(schema.get("items"), f"{path}/items")
     elif kind == "map":
         _check_names(schema.get("values"), f"{path}/values")
     elif isinstance(kind, (dict, list)):
         _check_names(kind, f"{path}/type")
+
+
+def _check_full_name(schema: dict[str, Any], path: str) -> None:
+    for part in str(schema.get("name", "")).split("."):
+        if not AVRO_NAME.match(part):
+            raise InvalidSchema(f"invalid Avro name {schema.get('name')!r} at {path or '/'}")
+
+
+def _check_fields(record: dict[str, Any], path: str) -> None:
+    if not isinstance(record.get("fields"), list):
+        raise InvalidSchema(f"invalid Avro schema: the record at {path or '/'} has no list of fields")
+    for index, field in enumerate(record["fields"]):
+        if not AVRO_NAME.match(str(field.get("name", ""))):
+            raise InvalidSchema(f"invalid Avro field name {field.get('name')!r} at {path}/fields/{index}")
+        _check_names(field.get("type"), f"{path}/fields/{index}/type")
+
+
+def _check_symbols(enum: dict[str, Any], path: str) -> None:
+    for symbol in enum.get("symbols", ()):
+        if not AVRO_NAME.match(str(symbol)):
+            raise InvalidSchema(f"invalid Avro enum symbol {symbol!r} at {path or '/'}")
 
 
 def parse_avro(source: str | dict[str, Any] | list[Any]) -> ParsedSchema:

@@ -21,6 +21,7 @@ import asyncpg
 
 from headrace.models.avro import model_schema
 from headrace.models.model import Model
+from headrace.postgres import Connection
 from headrace.registry.compatibility import DEFAULT_MODE, MODES, NONE, incompatibilities
 from headrace.registry.errors import (
     IncompatibleSchema,
@@ -98,31 +99,32 @@ def _subject_version(subject: str, row: asyncpg.Record) -> SubjectVersion:
     return SubjectVersion(subject, row["version"], row["schema_id"], row["schema_text"], row["schema_type"])
 
 
-async def _lock_subject(conn: asyncpg.Connection, subject: str) -> None:
+async def _lock_subject(conn: Connection, subject: str) -> None:
     """Serialise writers of one subject, so that version numbers are assigned one at a time."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "headrace.registry:" + subject)
 
 
-async def _rows(conn: asyncpg.Connection, subject: str, deleted: bool = False) -> list[asyncpg.Record]:
+async def _rows(conn: Connection, subject: str, deleted: bool = False) -> list[asyncpg.Record]:
     rows = await conn.fetch(_VERSION_ROWS, subject)
     return rows if deleted else [r for r in rows if not r["deleted"]]
 
 
-async def _schema_id(conn: asyncpg.Connection, schema: ParsedSchema, schema_type: str) -> int:
-    schema_id = await conn.fetchval(
+async def _schema_id(conn: Connection, schema: ParsedSchema, schema_type: str) -> int:
+    schema_id: int | None = await conn.fetchval(
         "INSERT INTO registry.schemas (schema_type, schema_text, fingerprint) VALUES ($1, $2, $3)"
         " ON CONFLICT (fingerprint) DO NOTHING RETURNING id",
         schema_type,
         schema.text,
         schema.fingerprint,
     )
-    if schema_id is None:
-        schema_id = await conn.fetchval("SELECT id FROM registry.schemas WHERE fingerprint = $1", schema.fingerprint)
-    return schema_id
+    if schema_id is not None:
+        return schema_id
+    existing: int = await conn.fetchval("SELECT id FROM registry.schemas WHERE fingerprint = $1", schema.fingerprint)
+    return existing
 
 
 async def register(
-    conn: asyncpg.Connection, subject: str, schema: ParsedSchema, *, schema_type: str = "AVRO", check: bool = True
+    conn: Connection, subject: str, schema: ParsedSchema, *, schema_type: str = "AVRO", check: bool = True
 ) -> SubjectVersion:
     """Register a schema under a subject (or find it there already); call inside a transaction."""
     await _lock_subject(conn, subject)
@@ -157,7 +159,7 @@ async def register(
     return SubjectVersion(subject, version, schema_id, schema.text, schema_type)
 
 
-async def lookup(conn: asyncpg.Connection, subject: str, schema: ParsedSchema, deleted: bool = False) -> SubjectVersion:
+async def lookup(conn: Connection, subject: str, schema: ParsedSchema, deleted: bool = False) -> SubjectVersion:
     """The version of a subject that holds this schema."""
     rows = await _rows(conn, subject, deleted)
     if not rows:
@@ -168,7 +170,7 @@ async def lookup(conn: asyncpg.Connection, subject: str, schema: ParsedSchema, d
     raise SchemaNotFound(f"Schema not found under subject '{subject}'")
 
 
-async def subjects(conn: asyncpg.Connection, deleted: bool = False, prefix: str = "") -> list[str]:
+async def subjects(conn: Connection, deleted: bool = False, prefix: str = "") -> list[str]:
     rows = await conn.fetch(
         "SELECT DISTINCT subject FROM registry.subject_versions"
         " WHERE ($1 OR NOT deleted) AND starts_with(subject, $2) ORDER BY subject",
@@ -178,16 +180,14 @@ async def subjects(conn: asyncpg.Connection, deleted: bool = False, prefix: str 
     return [r["subject"] for r in rows]
 
 
-async def versions(conn: asyncpg.Connection, subject: str, deleted: bool = False) -> list[int]:
+async def versions(conn: Connection, subject: str, deleted: bool = False) -> list[int]:
     rows = await _rows(conn, subject, deleted)
     if not rows:
         raise SubjectNotFound(f"Subject '{subject}' not found.")
     return [r["version"] for r in rows]
 
 
-async def get_version(
-    conn: asyncpg.Connection, subject: str, version: int | None, deleted: bool = False
-) -> SubjectVersion:
+async def get_version(conn: Connection, subject: str, version: int | None, deleted: bool = False) -> SubjectVersion:
     """One version of a subject; version None is the latest live one."""
     rows = await _rows(conn, subject, deleted=True)
     live = [r for r in rows if not r["deleted"]]
@@ -203,7 +203,7 @@ async def get_version(
     raise VersionNotFound(f"Version {version} not found.")
 
 
-async def delete_version(conn: asyncpg.Connection, subject: str, version: int | None, permanent: bool = False) -> int:
+async def delete_version(conn: Connection, subject: str, version: int | None, permanent: bool = False) -> int:
     """Soft-delete a version, or delete a soft-deleted one permanently; returns its number."""
     await _lock_subject(conn, subject)
     rows = await _rows(conn, subject, deleted=True)
@@ -232,10 +232,11 @@ async def delete_version(conn: asyncpg.Connection, subject: str, version: int | 
             subject,
             row["version"],
         )
-    return row["version"]
+    deleted_version: int = row["version"]
+    return deleted_version
 
 
-async def delete_subject(conn: asyncpg.Connection, subject: str, permanent: bool = False) -> list[int]:
+async def delete_subject(conn: Connection, subject: str, permanent: bool = False) -> list[int]:
     """Soft-delete every live version, or permanently delete a soft-deleted subject; returns the versions."""
     await _lock_subject(conn, subject)
     rows = await _rows(conn, subject, deleted=True)
@@ -254,7 +255,7 @@ async def delete_subject(conn: asyncpg.Connection, subject: str, permanent: bool
     return live
 
 
-async def get_schema(conn: asyncpg.Connection, schema_id: int) -> tuple[str, str]:
+async def get_schema(conn: Connection, schema_id: int) -> tuple[str, str]:
     """The text and type of a schema by id."""
     row = await conn.fetchrow("SELECT schema_text, schema_type FROM registry.schemas WHERE id = $1", schema_id)
     if row is None:
@@ -262,7 +263,7 @@ async def get_schema(conn: asyncpg.Connection, schema_id: int) -> tuple[str, str
     return row["schema_text"], row["schema_type"]
 
 
-async def schema_versions(conn: asyncpg.Connection, schema_id: int, deleted: bool = False) -> list[dict[str, Any]]:
+async def schema_versions(conn: Connection, schema_id: int, deleted: bool = False) -> list[dict[str, Any]]:
     """Every subject version that holds a schema."""
     await get_schema(conn, schema_id)
     rows = await conn.fetch(
@@ -280,7 +281,7 @@ def _check_level(level: Any) -> str:
     return level.upper()
 
 
-async def compatibility_level(conn: asyncpg.Connection, subject: str) -> str:
+async def compatibility_level(conn: Connection, subject: str) -> str:
     """The level that applies to a subject: its own, else the global one."""
     level = await conn.fetchval(
         # The subject's own row sorts first (false < true), the global one is the fallback.
@@ -291,51 +292,51 @@ async def compatibility_level(conn: asyncpg.Connection, subject: str) -> str:
     return level or DEFAULT_MODE
 
 
-async def get_config(conn: asyncpg.Connection, subject: str | None = None, default_to_global: bool = False) -> str:
+async def get_config(conn: Connection, subject: str | None = None, default_to_global: bool = False) -> str:
     if subject is None or default_to_global:
         return await compatibility_level(conn, subject or GLOBAL)
-    level = await conn.fetchval("SELECT compatibility FROM registry.config WHERE subject = $1", subject)
+    level: str | None = await conn.fetchval("SELECT compatibility FROM registry.config WHERE subject = $1", subject)
     if level is None:
         raise SubjectConfigNotFound(f"Subject '{subject}' does not have subject-level compatibility configured")
     return level
 
 
-async def set_config(conn: asyncpg.Connection, subject: str | None, level: Any) -> str:
-    level = _check_level(level)
+async def set_config(conn: Connection, subject: str | None, level: Any) -> str:
+    checked = _check_level(level)
     await conn.execute(
         "INSERT INTO registry.config (subject, compatibility) VALUES ($1, $2)"
         " ON CONFLICT (subject) DO UPDATE SET compatibility = excluded.compatibility, updated_at = now()",
         subject or GLOBAL,
-        level,
+        checked,
     )
-    return level
+    return checked
 
 
-async def delete_config(conn: asyncpg.Connection, subject: str) -> str:
+async def delete_config(conn: Connection, subject: str) -> str:
     """Drop a subject's own level (it then follows the global one); returns the level it had."""
-    level = await conn.fetchval("DELETE FROM registry.config WHERE subject = $1 RETURNING compatibility", subject)
+    level: str | None = await conn.fetchval(
+        "DELETE FROM registry.config WHERE subject = $1 RETURNING compatibility", subject
+    )
     if level is None:
         raise SubjectConfigNotFound(f"Subject '{subject}' does not have subject-level compatibility configured")
     return level
 
 
-async def check_compatibility(
-    conn: asyncpg.Connection, subject: str, version: int | None, schema: ParsedSchema
-) -> list[str]:
+async def check_compatibility(conn: Connection, subject: str, version: int | None, schema: ParsedSchema) -> list[str]:
     """Why a schema breaks the subject's level against one version (None: the latest); empty if it does not."""
     existing = await get_version(conn, subject, version)
     mode = (await compatibility_level(conn, subject)).removesuffix("_TRANSITIVE")
     return incompatibilities(mode, schema.parsed, [(existing.version, _parsed(existing.schema).parsed)])
 
 
-async def check_compatibility_all(conn: asyncpg.Connection, subject: str, schema: ParsedSchema) -> list[str]:
+async def check_compatibility_all(conn: Connection, subject: str, schema: ParsedSchema) -> list[str]:
     """Why a schema breaks the subject's level against its live versions (the latest, or all if transitive)."""
     rows = await _rows(conn, subject)
     mode = await compatibility_level(conn, subject)
     return incompatibilities(mode, schema.parsed, _versions_parsed(rows))
 
 
-async def register_storage_model(conn: asyncpg.Connection, storage_name: str, model: Model) -> tuple[int, int]:
+async def register_storage_model(conn: Connection, storage_name: str, model: Model) -> tuple[int, int]:
     """Register a storage's model version as subject `<storage>-value`, unchecked (see the module docstring).
 
     Returns (schema id, subject version). Call inside the transaction that records the model version.
@@ -348,3 +349,18 @@ async def register_storage_model(conn: asyncpg.Connection, storage_name: str, mo
     )
     registered = await register(conn, subject, parse_avro(model_schema(storage_name, model)), check=False)
     return registered.id, registered.version
+
+
+async def delete_storage_subject(conn: Connection, storage_name: str) -> list[int]:
+    """Delete a deleted storage's subject `<storage>-value` permanently, with its config; returns its versions.
+
+    The schemas stay (by id): events still in flight may name them. Call inside the transaction deleting the storage.
+    """
+    subject = storage_subject(storage_name)
+    rows = await _rows(conn, subject, deleted=True)
+    if any(not row["deleted"] for row in rows):
+        await delete_subject(conn, subject)
+    if rows:
+        await delete_subject(conn, subject, permanent=True)
+    await conn.execute("DELETE FROM registry.config WHERE subject = $1", subject)
+    return [row["version"] for row in rows]

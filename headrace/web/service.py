@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
+import yaml
 from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 
@@ -17,6 +19,8 @@ from headrace.logs import setup_logging
 from headrace.metrics import READY, http_metrics_middleware, metrics_body
 from headrace.postgres import create_pool, migrate, postgres_reachable
 from headrace.settings import Settings
+from headrace.web.auth import JSON_TYPES, OPEN_PATHS, AccessPolicy, admin_guard
+from headrace.web.routing import also_with_trailing_slash
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +39,59 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None,
 
 
 class HttpService:
-    """Base of the aiohttp services. Subclasses add routes and say which Kafka client proves readiness."""
+    """Base of the aiohttp services. Subclasses add routes and say which Kafka client proves readiness.
+
+    Every route needs the admin token (headrace.web.auth) unless the service lists it in `open_paths`; a service
+    without a token refuses to start.
+    """
 
     name = "service"
     # Passed to aiohttp's request handler, e.g. {"auto_decompress": False} for a service that inflates bodies itself.
     handler_args: dict[str, Any] = {}
+    # Routes served without the admin token, by canonical path; and the body types of routes that take non-JSON.
+    open_paths: frozenset[str] = OPEN_PATHS
+    body_types: dict[str, frozenset[str]] = {}
+    default_body_types: frozenset[str] = JSON_TYPES
+    # Largest body a route may read whole (request.read/json); routes that stream bodies bound them themselves.
+    max_body_bytes = 1024 * 1024
+    # The service's OpenAPI document, served (without the token) at /openapi.yaml and /openapi.json.
+    openapi_document: Path | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
+        open_paths = self.open_paths | ({"/openapi.yaml", "/openapi.json"} if self.openapi_document else set())
+        policy = AccessPolicy(frozenset(open_paths), self.body_types, self.default_body_types)
+        guard = admin_guard(settings.require_admin_token(), policy, self.refuse)
         self.app = web.Application(
-            middlewares=[http_metrics_middleware(self.name)],
-            client_max_size=1024**3,
+            middlewares=[http_metrics_middleware(self.name), guard],
+            client_max_size=self.max_body_bytes,
             handler_args=self.handler_args or None,
         )
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/metrics", self.metrics)
+        if self.openapi_document is not None:
+            text = self.openapi_document.read_bytes()
+            as_json = orjson.dumps(yaml.safe_load(text))
+
+            async def openapi_yaml(_: web.Request) -> web.Response:
+                return web.Response(body=text, content_type="application/yaml")
+
+            async def openapi_json(_: web.Request) -> web.Response:
+                return web.Response(body=as_json, content_type="application/json")
+
+            self.app.router.add_get("/openapi.yaml", openapi_yaml)
+            self.app.router.add_get("/openapi.json", openapi_json)
         self.add_routes(self.app.router)
+        also_with_trailing_slash(self.app.router)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Subclasses register their own routes here."""
+
+    def refuse(self, status: int, message: str, headers: dict[str, str]) -> web.StreamResponse:
+        """The answer the guard gives (401, 415) in this service's error shape."""
+        return json_error(status, message, headers=headers)
 
     def kafka_client(self) -> AIOKafkaClient | None:
         """The client whose reach to the cluster tells readiness."""
@@ -66,7 +102,7 @@ class HttpService:
         return self.pool
 
     async def start(self) -> None:
-        self.pool = await create_pool(self.settings)
+        self.pool = await create_pool(self.settings, application_name=f"headrace-{self.name}")
         await migrate(self.pool)
 
     async def drain(self) -> None:

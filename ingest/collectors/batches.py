@@ -26,6 +26,8 @@ from headrace.events import (
     read_headers,
 )
 
+# The partition every batch end marker goes to (see BatchWriter.finish).
+MARKER_PARTITION = 0
 # Acks are awaited every this many events, so a batch of any size holds a bounded number of futures.
 ACK_WINDOW = 20_000
 
@@ -110,10 +112,12 @@ class BatchWriter:
         await self._send(value, key, headers)
         self.result.rows += 1
 
-    async def _send(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    async def _send(
+        self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]], partition: int | None = None
+    ) -> None:
         try:
             future = await self.producer.send(
-                self.topic, value=value, key=key, headers=headers, timestamp_ms=self._received_ms
+                self.topic, value=value, key=key, headers=headers, partition=partition, timestamp_ms=self._received_ms
             )
         except KafkaError as exc:
             raise BatchFailed(f"Kafka refused an event of batch {self.batch_id}: {exc!r}") from exc
@@ -136,12 +140,16 @@ class BatchWriter:
                 span[1] = max(span[1], outcome.offset)
 
     async def finish(self) -> BatchResult:
-        """The end marker goes out after every row was acknowledged, so no reader sees it before the rows."""
+        """The end marker goes out after every row was acknowledged, so no reader sees it before the rows.
+
+        Every marker goes to partition 0: batches apply in the order their markers are read on their partition,
+        so one partition for all of a storage's markers puts every batch of the storage in one order.
+        """
         await self._collect()
         headers = event_headers(f"{self.batch_id}:end", self._received_ms) + batch_end_headers(
             self.batch_id, self.result.rows, self.load_mode
         )
-        await self._send(b"{}", None, headers)
+        await self._send(b"{}", None, headers, partition=MARKER_PARTITION)
         futures, self._futures = self._futures, []
         try:
             await asyncio.gather(*futures)

@@ -1,26 +1,43 @@
-"""Collector definitions (source, extract mode, target, schedule), their secrets masking and their Postgres store."""
+"""Collector definitions (source, extract mode, target, schedule) and their Postgres store, credentials sealed."""
 
 from __future__ import annotations
 
-import re
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal
 
 import asyncpg
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from headrace.catalog.storages import NAME_PATTERN
-from headrace.s3 import S3Connection
+from headrace.outbound import OutboundPolicy
+from headrace.secrets import SealedDefinitions, SecretFields, redact
+from headrace.settings import Settings
+from ingest.collectors.source_models import Source, Strict, source_hosts
 
 EXTRACT_MODES = ("snapshot", "incremental-appends", "incremental-updates")
 # Each extract mode loads with the load mode that gives its batches their meaning (seed 003).
 LOAD_MODE_OF = {"snapshot": "replace", "incremental-appends": "append", "incremental-updates": "merge"}
-MASK = "***"
+# Credentials are sealed in Postgres; shown, only the allowlisted fields are in clear. A source URL or DSN is a
+# credential as a whole (its path or host may be what grants access), and so is every header value.
+SECRETS = SecretFields(
+    sealed=frozenset({"dsn", "url", "password", "private_key", "secret_access_key", "session_token"}),
+    sealed_maps=frozenset({"headers"}),
+    shown=frozenset(
+        {
+            *("name", "storage", "extract_mode", "cursor_column", "primary_key", "soft_delete_column"),
+            *("delete_missing", "every_seconds", "cron", "kind", "table", "query", "pattern", "format", "delimiter"),
+            *("host", "port", "user", "host_key", "bucket", "region", "access_key_id", "records_path", "pagination"),
+            *("page_param", "size_param", "page_size", "first_page", "next_path", "max_pages"),
+        }
+    ),
+    urls=frozenset({"dsn", "url", "endpoint_url"}),
+    headers=frozenset({"headers"}),
+)
 
 
 class CollectorNotFound(LookupError):
@@ -31,81 +48,7 @@ class CollectorExists(ValueError):
     pass
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PostgresSource(_Strict):
-    kind: Literal["postgres"] = "postgres"
-    dsn: str
-    table: str | None = None  # `name` or `schema.name`
-    query: str | None = None  # any SELECT; it is wrapped as a subquery
-
-    @model_validator(mode="after")
-    def _table_or_query(self) -> PostgresSource:
-        if (self.table is None) == (self.query is None):
-            raise ValueError("a Postgres source needs a table or a query (one of them)")
-        return self
-
-
-class _FileSource(_Strict):
-    pattern: str  # a glob on the file path (SFTP) or the object key (S3), e.g. /data/orders_*.csv
-    format: Literal["csv", "ndjson"] = "csv"
-    delimiter: str = ","
-
-    @field_validator("delimiter")
-    @classmethod
-    def _one_character(cls, delimiter: str) -> str:
-        if len(delimiter) != 1:
-            raise ValueError("the delimiter is one character")
-        return delimiter
-
-
-class SftpSource(_FileSource):
-    kind: Literal["sftp"] = "sftp"
-    host: str
-    port: int = 22
-    user: str
-    private_key: str | None = None  # the key's text (OpenSSH or PEM)
-    password: str | None = None
-    host_key: str | None = None  # the server's public key; unset, any host key is accepted
-
-    @model_validator(mode="after")
-    def _needs_credentials(self) -> SftpSource:
-        if not self.private_key and not self.password:
-            raise ValueError("an SFTP source needs a private key or a password")
-        return self
-
-
-class S3Source(_FileSource, S3Connection):
-    kind: Literal["s3"] = "s3"
-    bucket: str
-
-
-class HttpSource(_Strict):
-    kind: Literal["http"] = "http"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    records_path: str | None = None  # dotted path to the records' list in each page, e.g. data.items; unset: the body
-    pagination: Literal["none", "page", "offset", "next"] = "none"
-    page_param: str = "page"  # page: the page number; offset: the offset
-    size_param: str | None = None  # the page size's parameter, when the API takes one
-    page_size: int = Field(100, gt=0)
-    first_page: int = 1
-    next_path: str | None = None  # next: dotted path to the next page's URL (null or missing on the last page)
-    max_pages: int = Field(10_000, gt=0)
-
-    @model_validator(mode="after")
-    def _next_needs_path(self) -> HttpSource:
-        if self.pagination == "next" and not self.next_path:
-            raise ValueError("next-link pagination needs next_path")
-        return self
-
-
-Source = Annotated[PostgresSource | SftpSource | S3Source | HttpSource, Field(discriminator="kind")]
-
-
-class CollectorDefinition(_Strict):
+class CollectorDefinition(Strict):
     name: str
     storage: str
     source: Source
@@ -159,30 +102,6 @@ class CollectorDefinition(_Strict):
         return None
 
 
-def mask_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ***, so it can be shown."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return re.sub(r"(password\s*=\s*)\S+", rf"\g<1>{MASK}", dsn)
-    netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def public_definition(definition: CollectorDefinition) -> dict[str, Any]:
-    """The definition as the API and CLI show it: passwords, keys and secret headers masked."""
-    data = definition.model_dump(mode="json")
-    source = data["source"]
-    if "dsn" in source:
-        source["dsn"] = mask_dsn(source["dsn"])
-    for secret in ("private_key", "password", "secret_access_key", "session_token"):
-        if source.get(secret):
-            source[secret] = MASK
-    for header in source.get("headers") or {}:
-        if header.lower() in ("authorization", "x-api-key", "cookie", "proxy-authorization"):
-            source["headers"][header] = MASK
-    return data
-
-
 def encode_cursor(value: Any) -> dict[str, Any] | None:
     """A cursor value as tagged JSON, so it goes back to the source query with its own type."""
     if value is None:
@@ -234,27 +153,16 @@ class Collector:
     def name(self) -> str:
         return self.definition.name
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Collector:
-        return cls(
-            id=row["id"],
-            definition=CollectorDefinition.model_validate(row["definition"]),
-            cursor=row["cursor"],
-            batch_seq=row["batch_seq"],
-            next_run_at=row["next_run_at"],
-            last_run_at=row["last_run_at"],
-            last_error=row["last_error"],
-        )
-
     def to_json(self) -> dict[str, Any]:
-        return public_definition(self.definition) | {
+        """The collector as the API and CLI show it: only allowlisted fields in clear."""
+        return SECRETS.mask(self.definition.model_dump(mode="json")) | {
             "id": str(self.id),
             "load_mode": self.definition.load_mode,
             "cursor": self.cursor,
             "batches": self.batch_seq,
             "next_run_at": self.next_run_at,
             "last_run_at": self.last_run_at,
-            "last_error": self.last_error,
+            "last_error": redact(self.last_error) if self.last_error else self.last_error,
         }
 
 
@@ -266,12 +174,34 @@ _BATCH_COLUMNS = (
 
 
 class CollectorStore:
-    """Collectors, their cursors and their batches in headrace.collectors / headrace.collector_batches."""
+    """Collectors, their cursors and their batches in headrace.collectors / headrace.collector_batches.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Definitions are stored with their credentials sealed under HEADRACE_SECRET_KEY (see SealedDefinitions).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
+        self.sealed = SealedDefinitions(pool, settings, SECRETS, "headrace.collectors")
+        self.outbound = OutboundPolicy.from_settings(settings)
+
+    async def _collector(self, row: asyncpg.Record) -> Collector:
+        return Collector(
+            id=row["id"],
+            definition=CollectorDefinition.model_validate(await self.sealed.open(row["id"], row["definition"])),
+            cursor=row["cursor"],
+            batch_seq=row["batch_seq"],
+            next_run_at=row["next_run_at"],
+            last_run_at=row["last_run_at"],
+            last_error=row["last_error"],
+        )
+
+    def check_hosts(self, definition: CollectorDefinition) -> None:
+        """Refuse an internal address the source names outright (422); a name is resolved and checked at each run."""
+        for host, _ in source_hosts(definition.source):
+            self.outbound.check_literal(host)
 
     async def create(self, definition: CollectorDefinition) -> Collector:
+        self.check_hosts(definition)
         next_run = definition.next_run(datetime.now(UTC))
         try:
             row = await self.pool.fetchrow(
@@ -279,33 +209,50 @@ class CollectorStore:
                 f" RETURNING {_COLUMNS}",
                 uuid.uuid4(),
                 definition.name,
-                definition.model_dump(mode="json"),
+                self.sealed.seal(definition.model_dump(mode="json")),
                 next_run,
             )
         except asyncpg.UniqueViolationError as exc:
             raise CollectorExists(f"collector {definition.name!r} exists already") from exc
-        return Collector.from_row(row)
+        assert row is not None  # INSERT … RETURNING gives its row
+        return await self._collector(row)
+
+    async def replace(self, name: str, given: dict[str, Any]) -> Collector:
+        """Change a collector's definition; its cursor and batches stay (a new source or cursor column starts from
+        the cursor already reached), and credentials sent back masked are kept."""
+        current = await self.get(name)
+        merged = SECRETS.keep_masked(given, current.definition.model_dump(mode="json"))
+        definition = CollectorDefinition.model_validate(merged | {"name": name})
+        self.check_hosts(definition)
+        row = await self.pool.fetchrow(
+            f"UPDATE headrace.collectors SET definition = $2, next_run_at = $3 WHERE id = $1 RETURNING {_COLUMNS}",
+            current.id,
+            self.sealed.seal(definition.model_dump(mode="json")),
+            definition.next_run(datetime.now(UTC)),
+        )
+        assert row is not None  # found above
+        return await self._collector(row)
 
     async def get(self, name: str, conn: asyncpg.Connection | None = None) -> Collector:
         row = await (conn or self.pool).fetchrow(f"SELECT {_COLUMNS} FROM headrace.collectors WHERE name = $1", name)
         if row is None:
             raise CollectorNotFound(f"no collector named {name!r}")
-        return Collector.from_row(row)
+        return await self._collector(row)
 
     async def list(self) -> list[Collector]:
         rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM headrace.collectors ORDER BY name")
-        return [Collector.from_row(r) for r in rows]
+        return [await self._collector(r) for r in rows]
 
     async def delete(self, name: str) -> None:
         status = await self.pool.execute("DELETE FROM headrace.collectors WHERE name = $1", name)
         if status.endswith(" 0"):
             raise CollectorNotFound(f"no collector named {name!r}")
 
-    async def due(self, now: datetime) -> list[Collector]:
+    async def due(self, now: datetime) -> builtins.list[Collector]:
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM headrace.collectors WHERE next_run_at <= $1 ORDER BY next_run_at", now
         )
-        return [Collector.from_row(r) for r in rows]
+        return [await self._collector(r) for r in rows]
 
     async def finished(self, collector: Collector, started: datetime, error: str | None) -> None:
         """Record a run's end and schedule the next one (from the run's start, so runs keep their rhythm)."""
@@ -314,20 +261,20 @@ class CollectorStore:
             "UPDATE headrace.collectors SET last_run_at = $2, last_error = $3, next_run_at = $4 WHERE id = $1",
             collector.id,
             started,
-            error,
+            redact(error) if error else error,
             next_run,
         )
 
     # -- batches ------------------------------------------------------------------------------------------------
 
-    async def batches(self, collector: Collector, limit: int = 100) -> list[dict[str, Any]]:
+    async def batches(self, collector: Collector, limit: int = 100) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(
             f"SELECT {_BATCH_COLUMNS} FROM headrace.collector_batches WHERE collector_id = $1"
             " ORDER BY created_at DESC, seq DESC LIMIT $2",
             collector.id,
             limit,
         )
-        return [dict(r) for r in rows]
+        return [_shown_batch(r) for r in rows]
 
     async def batch(self, collector: Collector, batch_id: str) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -337,7 +284,7 @@ class CollectorStore:
         )
         if row is None:
             raise CollectorNotFound(f"collector {collector.name!r} has no batch {batch_id!r}")
-        return dict(row)
+        return _shown_batch(row)
 
     async def pending(self, collector: Collector) -> dict[str, Any] | None:
         """The batch a crashed run left pending (produced maybe, cursor not moved), to send again as it was."""
@@ -371,7 +318,7 @@ class CollectorStore:
         batch: dict[str, Any],
         rows: int,
         deletes: int,
-        offsets: dict[str, list[int]],
+        offsets: dict[str, builtins.list[int]],
         advance: bool,
     ) -> None:
         """The batch is durably in Kafka: mark it sent and move the cursor past it, in one transaction."""
@@ -403,7 +350,7 @@ class CollectorStore:
             " AND batch_id = $2",
             collector.id,
             batch_id,
-            error,
+            redact(error),
         )
 
     async def replays(self, collector: Collector, batch_id: str) -> int:
@@ -418,5 +365,12 @@ class CollectorStore:
             "UPDATE headrace.collector_batches SET error = $3 WHERE collector_id = $1 AND batch_id = $2",
             collector.id,
             batch_id,
-            error,
+            redact(error),
         )
+
+
+def _shown_batch(row: asyncpg.Record) -> dict[str, Any]:
+    batch = dict(row)
+    if batch["error"]:
+        batch["error"] = redact(batch["error"])
+    return batch

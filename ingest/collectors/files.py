@@ -12,20 +12,41 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import asyncssh
 import orjson
 
 from headrace.models.inference import parse_text
-from ingest.collectors.definitions import S3Source, SftpSource
+from headrace.outbound import OutboundPolicy, OutboundRefused
+from headrace.secrets import redact
+from headrace.settings import Settings
+from headrace.sftp import connect_sftp
+from ingest.collectors.source_models import S3Source, SftpSource
+
+if TYPE_CHECKING:  # from the type stubs of the dev extra (types-aioboto3[s3])
+    from types_aiobotocore_s3 import S3Client
 
 CHUNK_BYTES = 1024 * 1024
+# The longest record (an NDJSON line, a CSV row) a parser holds while waiting for its end: as large as a push
+# body may be by default, so a file without newlines cannot grow a parser's buffer without bound.
+MAX_RECORD_BYTES = 10 * 1024 * 1024
+# JSON's whitespace besides LF: a line holding only these is blank. str.strip() would also take U+2028, U+0085…
+_BLANK = " \t\r"
 
 
 class FileSourceError(RuntimeError):
     """A file could not be listed, read or parsed: the message names it."""
+
+
+class RecordTooLarge(FileSourceError):
+    """A record runs past the longest a parser holds; `limit` says how long that is."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -68,9 +89,10 @@ class SftpStore(FileStore):
         except asyncssh.SFTPNoSuchFile:
             return []
         except (OSError, asyncssh.Error) as exc:
-            raise FileSourceError(f"cannot list {pattern}: {exc}") from exc
+            raise FileSourceError(f"cannot list {pattern}: {redact(str(exc))}") from exc
         found = []
         for name in names:
+            assert isinstance(name, str)  # a str pattern globs to str names
             attrs = await self.sftp.stat(name)
             if attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
                 found.append(RemoteFile(name, attrs.size or 0, float(attrs.mtime or 0)))
@@ -79,14 +101,18 @@ class SftpStore(FileStore):
     async def read(self, path: str) -> AsyncIterator[bytes]:
         try:
             async with self.sftp.open(path, "rb") as remote:
-                while chunk := await remote.read(CHUNK_BYTES):
+                while True:
+                    # asyncssh types read() as returning any AnyStr: a file opened "rb" reads bytes.
+                    chunk: bytes = await remote.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
                     yield chunk
         except (OSError, asyncssh.Error) as exc:
-            raise FileSourceError(f"cannot read {path}: {exc}") from exc
+            raise FileSourceError(f"cannot read {path}: {redact(str(exc))}") from exc
 
 
 class S3Store(FileStore):
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
 
@@ -100,7 +126,7 @@ class S3Store(FileStore):
                     if fnmatch.fnmatchcase(item["Key"], pattern):
                         found.append(RemoteFile(item["Key"], item["Size"], item["LastModified"].timestamp()))
         except Exception as exc:  # botocore's errors share no useful base beyond Exception
-            raise FileSourceError(f"cannot list s3://{self.bucket}/{pattern}: {exc}") from exc
+            raise FileSourceError(f"cannot list s3://{self.bucket}/{pattern}: {redact(str(exc))}") from exc
         return found
 
     async def read(self, path: str) -> AsyncIterator[bytes]:
@@ -109,21 +135,18 @@ class S3Store(FileStore):
             async for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
                 yield chunk
         except Exception as exc:
-            raise FileSourceError(f"cannot read s3://{self.bucket}/{path}: {exc}") from exc
+            raise FileSourceError(f"cannot read s3://{self.bucket}/{path}: {redact(str(exc))}") from exc
 
 
 @asynccontextmanager
-async def open_store(source: SftpSource | S3Source) -> AsyncIterator[FileStore]:
+async def open_store(source: SftpSource | S3Source, settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[FileStore]:
+    """A connection to the source's server, once its host passed the outbound policy (and, on SFTP, its host key)."""
     if isinstance(source, SftpSource):
-        options: dict[str, Any] = {"username": source.user, "port": source.port}
-        options["client_keys"] = [asyncssh.import_private_key(source.private_key)] if source.private_key else None
-        if source.password:
-            options["password"] = source.password
-        options["known_hosts"] = ([asyncssh.import_public_key(source.host_key)], [], []) if source.host_key else None
+        where = f"sftp://{source.user}@{source.host}:{source.port}"
         try:
-            connection = await asyncssh.connect(source.host, **options)
-        except (OSError, asyncssh.Error) as exc:
-            raise FileSourceError(f"cannot connect to sftp://{source.user}@{source.host}:{source.port}: {exc}") from exc
+            connection = await connect_sftp(source, settings, pool)
+        except (OSError, asyncssh.Error, OutboundRefused) as exc:
+            raise FileSourceError(f"cannot connect to {where}: {redact(str(exc))}") from None
         try:
             async with connection.start_sftp_client() as sftp:
                 yield SftpStore(sftp)
@@ -131,51 +154,18 @@ async def open_store(source: SftpSource | S3Source) -> AsyncIterator[FileStore]:
             connection.close()
             await connection.wait_closed()
         return
+    try:
+        await OutboundPolicy.from_settings(settings).check_url(source.endpoint_url)
+    except (OSError, OutboundRefused) as exc:
+        raise FileSourceError(f"cannot connect to the S3 endpoint: {redact(str(exc))}") from None
     async with source.client() as client:
         yield S3Store(client, source.bucket)
 
 
-def source_from_url(
-    url: str,
-    *,
-    private_key: str | None = None,
-    password: str | None = None,
-    host_key: str | None = None,
-    endpoint_url: str | None = None,
-    region: str = "us-east-1",
-    access_key_id: str | None = None,
-    secret_access_key: str | None = None,
-    file_format: str = "csv",
-    delimiter: str = ",",
-) -> SftpSource | S3Source:
-    """sftp://user@host:port/path or s3://bucket/key (either may hold a glob) as a file source."""
-    parts = urlsplit(url)
-    path = unquote(parts.path)
-    common = {"pattern": path, "format": file_format, "delimiter": delimiter}
-    if parts.scheme == "sftp":
-        if not parts.hostname or not parts.username:
-            raise ValueError("an SFTP URL is sftp://user@host[:port]/path")
-        return SftpSource(
-            host=parts.hostname,
-            port=parts.port or 22,
-            user=unquote(parts.username),
-            private_key=private_key,
-            password=password or (unquote(parts.password) if parts.password else None),
-            host_key=host_key,
-            **common,
-        )
-    if parts.scheme == "s3":
-        if not parts.netloc:
-            raise ValueError("an S3 URL is s3://bucket/key")
-        return S3Source(
-            bucket=parts.netloc,
-            endpoint_url=endpoint_url,
-            region=region,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            **(common | {"pattern": path.lstrip("/")}),
-        )
-    raise ValueError(f"unsupported file URL {url!r}: use sftp://… or s3://…")
+def source_from_url(url: str, **fields: Any) -> SftpSource | S3Source:
+    """sftp://user@host:port/path or s3://bucket/key (either may hold a glob) as a file source, with more fields."""
+    source = {"kind": urlsplit(url).scheme, "url": url, **fields}
+    return SftpSource.model_validate(source) if source["kind"] == "sftp" else S3Source.model_validate(source)
 
 
 def format_of(path: str, default: str = "csv") -> str:
@@ -188,12 +178,20 @@ def format_of(path: str, default: str = "csv") -> str:
 
 
 class RecordParser:
-    """Turns a file's bytes, fed chunk by chunk, into records; memory is bounded by the chunk, not the file."""
+    """Turns a file's bytes, fed chunk by chunk, into records; memory is bounded by the chunk and the longest record.
 
-    def __init__(self, file_format: str, delimiter: str = ",", name: str = "file") -> None:
+    Records end at LF alone (outside quoted CSV fields): U+2028, U+2029 and U+0085 are ordinary characters.
+    """
+
+    def __init__(
+        self, file_format: str, delimiter: str = ",", name: str = "file", max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise FileSourceError("the CSV delimiter is one character other than a quote or a line break")
         self.format = file_format
         self.delimiter = delimiter
         self.name = name
+        self.max_record_bytes = max_record_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
         self._pending = ""
         self._header: list[str] | None = None
@@ -206,7 +204,17 @@ class RecordParser:
             raise FileSourceError(f"{self.name}: not UTF-8 near line {self._line + 1}: {exc}") from exc
         cut = self._complete_prefix(text)
         self._pending = text[cut:]
+        if len(self._pending) > self.max_record_bytes:  # characters, each at least a byte
+            raise RecordTooLarge(
+                f"{self.name}: record {self._line + 1} is longer than {self.max_record_bytes} bytes",
+                self.max_record_bytes,
+            )
         return self._parse(text[:cut])
+
+    @property
+    def pending(self) -> int:
+        """Characters held of a record whose end has not arrived yet."""
+        return len(self._pending)
 
     def close(self) -> list[dict[str, Any]]:
         text = self._pending + self._decoder.decode(b"", final=True)
@@ -253,9 +261,10 @@ class RecordParser:
 
     def _parse_ndjson(self, text: str) -> list[dict[str, Any]]:
         records = []
-        for line in text.splitlines():
+        # `text` ends with LF (see _complete_prefix), so the last piece of the split is empty and not a line.
+        for line in text.split("\n")[:-1]:
             self._line += 1
-            if not line.strip():
+            if not line.strip(_BLANK):
                 continue
             try:
                 record = orjson.loads(line)

@@ -14,11 +14,13 @@ from aiokafka import AIOKafkaProducer
 
 from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.catalog.provision import create_storage
-from headrace.kafka import Topics, consumer, ensure_topics
+from headrace.kafka import Topics, consumer, create_topics
+from headrace.progress import Progress
 from headrace.settings import Settings
 from ingest.collectors.batches import BatchWriter, read_batch_events
 from ingest.collectors.definitions import Collector, CollectorDefinition, CollectorStore, collector_lock_key
-from ingest.collectors.sources import Extractor, extractor_for
+from ingest.collectors.extractor import Extractor
+from ingest.collectors.sources import extractor_for
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +47,31 @@ async def ensure_storage(settings: Settings, catalog: Catalog, collector: Collec
 
 
 async def create_collector(settings: Settings, catalog: Catalog, definition: CollectorDefinition) -> Collector:
+    store = CollectorStore(catalog.pool, settings)
+    store.check_hosts(definition)  # before the storage is made: a refused definition leaves nothing behind
     await ensure_storage(settings, catalog, definition)
-    return await CollectorStore(catalog.pool).create(definition)
+    return await store.create(definition)
 
 
 class CollectorRunner:
-    """Runs collectors with a producer the caller owns (the ingest service's, or the CLI's own)."""
+    """Runs collectors with a producer the caller owns (the ingest service's)."""
 
     def __init__(self, settings: Settings, catalog: Catalog, producer: AIOKafkaProducer) -> None:
         self.settings = settings
         self.catalog = catalog
         self.producer = producer
-        self.store = CollectorStore(catalog.pool)
+        self.store = CollectorStore(catalog.pool, settings)
         self.topics = Topics(settings.topic_prefix)
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self.catalog.pool
 
-    async def run(self, name: str, only_if_due: bool = False) -> dict[str, Any]:
-        """Send a batch a crashed run left pending, then the next batch; one run per collector at a time."""
+    async def run(self, name: str, only_if_due: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+        """Send a batch a crashed run left pending, then the next batch; one run per collector at a time.
+
+        `progress` counts the rows sent (a run cannot tell how many it will find).
+        """
         collector = await self.store.get(name)
         key = collector_lock_key(collector.id)
         async with self.pool.acquire() as lock_conn:
@@ -74,14 +81,14 @@ class CollectorRunner:
                 collector = await self.store.get(name)
                 if only_if_due and (collector.next_run_at is None or collector.next_run_at > datetime.now(UTC)):
                     return {"collector": name, "batches": [], "skipped": "ran elsewhere already"}
-                return await self._run(collector)
+                return await self._run(collector, progress or Progress("rows"))
             finally:
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
 
-    async def _run(self, collector: Collector) -> dict[str, Any]:
+    async def _run(self, collector: Collector, progress: Progress) -> dict[str, Any]:
         started = datetime.now(UTC)
         definition = collector.definition
-        extractor = extractor_for(definition)
+        extractor = extractor_for(definition, self.settings, self.pool)
         sent: list[dict[str, Any]] = []
         error: str | None = None
         try:
@@ -91,9 +98,9 @@ class CollectorRunner:
                 log.info(
                     "re-sending a pending batch", extra={"collector": collector.name, "batch": pending["batch_id"]}
                 )
-                sent.append(await self._send(collector, storage, pending, extractor))
+                sent.append(await self._send(collector, storage, pending, extractor, progress))
                 collector = await self.store.get(collector.name)
-                extractor = extractor_for(definition)
+                extractor = extractor_for(definition, self.settings, self.pool)
             plan = await extractor.plan(collector.cursor)
             if plan is not None:
                 seq = collector.batch_seq + 1
@@ -105,7 +112,7 @@ class CollectorRunner:
                 }
                 batch["batch_id"] = batch_id_of(collector, seq, batch)
                 await self.store.record_pending(collector, batch)
-                sent.append(await self._send(collector, storage, batch, extractor))
+                sent.append(await self._send(collector, storage, batch, extractor, progress))
         except Exception as exc:
             error = str(exc) or repr(exc)
             raise
@@ -114,9 +121,9 @@ class CollectorRunner:
         return {"collector": collector.name, "batches": sent}
 
     async def _send(
-        self, collector: Collector, storage: Storage, batch: dict[str, Any], extractor: Extractor
+        self, collector: Collector, storage: Storage, batch: dict[str, Any], extractor: Extractor, progress: Progress
     ) -> dict[str, Any]:
-        await ensure_topics(self.settings, [batch["topic"]])
+        await create_topics(self.settings, self.pool, [batch["topic"]])
         writer = BatchWriter(
             self.producer,
             batch["topic"],
@@ -128,6 +135,7 @@ class CollectorRunner:
             async for records in extractor.extract(batch, self.catalog, storage):
                 for record in records:
                     await writer.add(record)
+                progress.add(len(records))
             result = await writer.finish()
         except BaseException as exc:
             writer.abandon()
@@ -146,8 +154,9 @@ class CollectorRunner:
         )
         return result.to_json() | {"status": "sent", "seq": batch["seq"]}
 
-    async def replay(self, name: str, batch_id: str) -> dict[str, Any]:
+    async def replay(self, name: str, batch_id: str, progress: Progress | None = None) -> dict[str, Any]:
         """Load a sent batch again: its events are read back from the ingest topic and sent as a new batch."""
+        progress = progress or Progress("rows")
         collector = await self.store.get(name)
         original = await self.store.batch(collector, batch_id)
         if original["status"] != "sent" or not original["offsets"]:
@@ -164,6 +173,7 @@ class CollectorRunner:
             "topic": original["topic"],
         }
         storage = await self.catalog.get(collector.definition.storage)
+        progress.total = original["rows"]
         await self.store.record_pending(collector, replay)
         writer = BatchWriter(
             self.producer, replay["topic"], replay["batch_id"], replay["load_mode"], storage.primary_key
@@ -174,6 +184,7 @@ class CollectorRunner:
             async for events in read_batch_events(reader, original["topic"], batch_id, original["offsets"]):
                 for value, key in events:
                     await writer.add_encoded(value, key)
+                progress.add(len(events))
             result = await writer.finish()
         except Exception as exc:
             writer.abandon()

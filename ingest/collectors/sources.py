@@ -1,68 +1,31 @@
-"""What a collector reads: a Postgres table or query, files on SFTP/S3, or a paginated HTTP JSON API."""
+"""What a collector reads: a Postgres table or query, or files on SFTP/S3 (the HTTP JSON API is in http_source)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urljoin
 
-import aiohttp
 import asyncpg
 import orjson
 
 from headrace.catalog import Catalog, Storage
 from headrace.events import DELETE_OP, OP_FIELD
+from headrace.outbound import OutboundPolicy, OutboundRefused, dsn_hosts
 from headrace.postgres import quote_ident
-from ingest.collectors.definitions import (
-    CollectorDefinition,
-    HttpSource,
-    PostgresSource,
-    S3Source,
-    SftpSource,
-    decode_cursor,
-    encode_cursor,
-)
+from headrace.secrets import redact
+from headrace.settings import Settings
+from ingest.collectors.definitions import CollectorDefinition, decode_cursor, encode_cursor
+from ingest.collectors.extractor import Extractor, Records, SourceError
 from ingest.collectors.files import RemoteFile, open_store, parse_file
+from ingest.collectors.http_source import HttpExtractor
+from ingest.collectors.source_models import HttpSource, PostgresSource, S3Source, SftpSource
 
 # Rows a server-side cursor fetches per round trip.
 PREFETCH = 5000
-Records = AsyncIterator[list[dict[str, Any]]]
-
-
-class SourceError(RuntimeError):
-    """The source could not be read; the message says which and why (never with its credentials)."""
-
-
-def is_soft_deleted(value: Any) -> bool:
-    """A soft-delete column marks a row deleted when true, or when set at all (a deleted_at timestamp)."""
-    return value is not None and value is not False and value != 0 and value != ""
-
-
-class Extractor:
-    """Plans a batch (its cursor range or files) and then reads exactly that batch, as often as needed."""
-
-    def __init__(self, definition: CollectorDefinition) -> None:
-        self.definition = definition
-        self.observed_cursor: dict[str, Any] | None = None  # set by sources that learn the range while reading
-
-    async def plan(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The next batch's cursor_from, cursor_to and files; None when there is nothing new."""
-        raise NotImplementedError
-
-    def extract(self, batch: dict[str, Any], catalog: Catalog, storage: Storage) -> Records:
-        raise NotImplementedError
-
-    def _deletion(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """The delete event a changed record stands for in incremental-updates, else None."""
-        definition = self.definition
-        if definition.extract_mode != "incremental-updates":
-            return None
-        deleted = record.get(OP_FIELD) == DELETE_OP
-        if definition.soft_delete_column is not None:
-            deleted = deleted or is_soft_deleted(record.get(definition.soft_delete_column))
-        if not deleted:
-            return None
-        return {OP_FIELD: DELETE_OP, **{k: record.get(k) for k in definition.primary_key}}
+# A table's primary key columns, in key order.
+_PRIMARY_KEY = """
+SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)
+"""
 
 
 # -- Postgres -------------------------------------------------------------------------------------------------------
@@ -74,12 +37,18 @@ def _relation(source: PostgresSource) -> str:
     return f"({source.query}) AS collected"
 
 
-async def connect_source(dsn: str) -> asyncpg.Connection:
+async def connect_source(dsn: str, settings: Settings) -> asyncpg.Connection:
+    """A connection to a source database whose every host passed the outbound policy."""
+    policy = OutboundPolicy.from_settings(settings)
     try:
+        for host, port in dsn_hosts(dsn):
+            await policy.resolve(host, port)
         conn = await asyncpg.connect(dsn, timeout=15)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        # asyncpg's messages name the host and user, never the password.
-        raise SourceError(f"cannot connect to the source database: {exc}") from exc
+    except (OutboundRefused, ValueError) as exc:  # ValueError: a DSN that does not parse
+        raise SourceError(f"cannot connect to the source database: {redact(str(exc))}") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        # asyncpg's messages name the host and user; redact() masks any URL or password they might carry.
+        raise SourceError(f"cannot connect to the source database: {redact(str(exc))}") from None
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
             kind, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
@@ -88,8 +57,8 @@ async def connect_source(dsn: str) -> asyncpg.Connection:
 
 
 class PostgresExtractor(Extractor):
-    def __init__(self, definition: CollectorDefinition) -> None:
-        super().__init__(definition)
+    def __init__(self, definition: CollectorDefinition, settings: Settings, pool: asyncpg.Pool) -> None:
+        super().__init__(definition, settings, pool)
         assert isinstance(definition.source, PostgresSource)
         self.source: PostgresSource = definition.source
 
@@ -98,7 +67,7 @@ class PostgresExtractor(Extractor):
         if definition.extract_mode == "snapshot":
             return {"cursor_from": None, "cursor_to": None}
         column = quote_ident(definition.cursor_column or "")
-        conn = await connect_source(self.source.dsn)
+        conn = await connect_source(self.source.dsn, self.settings)
         try:
             start = decode_cursor(cursor)
             where = "" if start is None else f" WHERE {column} > $1"
@@ -107,7 +76,7 @@ class PostgresExtractor(Extractor):
                     f"SELECT max({column}) FROM {_relation(self.source)}{where}", *([] if start is None else [start])
                 )
             except asyncpg.PostgresError as exc:
-                raise SourceError(f"cannot read the source: {exc}") from exc
+                raise SourceError(f"cannot read the source: {redact(str(exc))}") from exc
         finally:
             await conn.close()
         if end is None and not definition.delete_missing:
@@ -119,6 +88,7 @@ class PostgresExtractor(Extractor):
         relation = _relation(self.source)
         args: list[Any] = []
         sql = f"SELECT * FROM {relation}"
+        order: list[str] = []
         if definition.extract_mode != "snapshot":
             column = quote_ident(definition.cursor_column or "")
             start, end = decode_cursor(batch["cursor_from"]), decode_cursor(batch["cursor_to"])
@@ -131,12 +101,16 @@ class PostgresExtractor(Extractor):
                 conditions.append(f"{column} <= ${len(args)}")
             if end is None:
                 conditions.append("false")  # only deletes by key comparison in this batch
-            sql += " WHERE " + " AND ".join(conditions) + f" ORDER BY {column}"
-        conn = await connect_source(self.source.dsn)
+            sql += " WHERE " + " AND ".join(conditions)
+            order.append(column)
+        conn = await connect_source(self.source.dsn, self.settings)
         try:
             async with conn.transaction(readonly=True, isolation="repeatable_read"):
                 chunk: list[dict[str, Any]] = []
                 try:
+                    order += await self._stable_order(conn, relation)
+                    if order:
+                        sql += " ORDER BY " + ", ".join(order)
                     async for row in conn.cursor(sql, *args, prefetch=PREFETCH):
                         record = dict(row.items())
                         chunk.append(self._deletion(record) or record)
@@ -149,9 +123,29 @@ class PostgresExtractor(Extractor):
                         async for deletes in self._missing_keys(conn, relation, catalog, storage):
                             yield deletes
                 except asyncpg.PostgresError as exc:
-                    raise SourceError(f"cannot read the source: {exc}") from exc
+                    raise SourceError(f"cannot read the source: {redact(str(exc))}") from exc
         finally:
             await conn.close()
+
+    async def _stable_order(self, conn: asyncpg.Connection, relation: str) -> list[str]:
+        """ORDER BY terms under which every read of the same rows yields them in the same order, since event ids
+        are positions in the batch (`<batch id>:<index>`): the table's primary key, else every column, a column
+        whose type has no ordering (json, xml, point…) by its text."""
+        if self.source.table is not None:
+            key = await conn.fetch(_PRIMARY_KEY, relation)
+            if key:
+                return [quote_ident(row["attname"]) for row in key]
+        names = [attribute.name for attribute in (await conn.prepare(f"SELECT * FROM {relation}")).get_attributes()]
+        every = [str(position) for position in range(1, len(names) + 1)]  # by position: a query may repeat a name
+        if await _orders_by(conn, relation, every):
+            return every
+        terms = []
+        for position, name in enumerate(names, start=1):
+            if await _orders_by(conn, relation, [str(position)]):
+                terms.append(str(position))
+            elif names.count(name) == 1:
+                terms.append(f"{quote_ident(name)}::text")
+        return terms
 
     async def _missing_keys(
         self, conn: asyncpg.Connection, relation: str, catalog: Catalog, storage: Storage
@@ -166,7 +160,9 @@ class PostgresExtractor(Extractor):
         present = {orjson.dumps([_plain(r[k]) for k in key]) for r in source_rows}
         del source_rows
         columns = ", ".join(quote_ident(model.by_key[k].name) for k in key)
-        stored = await catalog.pool.fetch(f"SELECT DISTINCT {columns} FROM {storage.qualified_table}")
+        stored = await catalog.pool.fetch(
+            f"SELECT DISTINCT {columns} FROM {storage.qualified_table} ORDER BY {columns}"  # same deletes, same ids
+        )
         deletes = []
         for row in stored:
             values = [_plain(v) for v in row.values()]
@@ -174,6 +170,16 @@ class PostgresExtractor(Extractor):
                 deletes.append({OP_FIELD: DELETE_OP, **dict(zip(key, values, strict=True))})
         for start in range(0, len(deletes), PREFETCH):
             yield deletes[start : start + PREFETCH]
+
+
+async def _orders_by(conn: asyncpg.Connection, relation: str, terms: list[str]) -> bool:
+    """Whether Postgres can order the relation by these terms (it says so when planning, before reading a row)."""
+    try:
+        async with conn.transaction():  # a savepoint: the refusal must not end the snapshot's transaction
+            await conn.prepare(f"SELECT * FROM {relation} ORDER BY {', '.join(terms)}")
+    except asyncpg.UndefinedFunctionError:
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -191,13 +197,13 @@ def _file_cursor(file: RemoteFile) -> dict[str, Any]:
 class FileExtractor(Extractor):
     """Snapshot: every matching file, each run. Incremental: the files modified after the last one taken."""
 
-    def __init__(self, definition: CollectorDefinition) -> None:
-        super().__init__(definition)
+    def __init__(self, definition: CollectorDefinition, settings: Settings, pool: asyncpg.Pool) -> None:
+        super().__init__(definition, settings, pool)
         assert isinstance(definition.source, SftpSource | S3Source)
         self.source: SftpSource | S3Source = definition.source
 
     async def plan(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:
-        async with open_store(self.source) as store:
+        async with open_store(self.source, self.settings, self.pool) as store:
             files = sorted(await store.list(self.source.pattern), key=lambda f: (f.modified, f.path))
         if self.definition.extract_mode != "snapshot" and cursor is not None:
             after = tuple(cursor["value"])
@@ -213,105 +219,15 @@ class FileExtractor(Extractor):
 
     async def extract(self, batch: dict[str, Any], catalog: Catalog, storage: Storage) -> Records:
         files = [RemoteFile.from_json(f) for f in batch.get("files") or []]
-        async with open_store(self.source) as store:
+        async with open_store(self.source, self.settings, self.pool) as store:
             for file in files:
                 async for records in parse_file(store, file.path, self.source.format, self.source.delimiter):
                     yield [self._deletion(r) or r for r in records]
 
 
-# -- HTTP JSON API --------------------------------------------------------------------------------------------------
-
-
-def dig(data: Any, path: str | None) -> Any:
-    """The value at a dotted path (`data.items`, `links.next`); None when any step is missing."""
-    if not path:
-        return data
-    for step in path.split("."):
-        if isinstance(data, dict):
-            data = data.get(step)
-        elif isinstance(data, list) and step.isdigit() and int(step) < len(data):
-            data = data[int(step)]
-        else:
-            return None
-    return data
-
-
-class HttpExtractor(Extractor):
-    """Reads every page; incremental modes keep the records past the cursor, and learn the new cursor as they go."""
-
-    def __init__(self, definition: CollectorDefinition) -> None:
-        super().__init__(definition)
-        assert isinstance(definition.source, HttpSource)
-        self.source: HttpSource = definition.source
-
-    async def plan(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:
-        return {"cursor_from": cursor, "cursor_to": None}
-
-    async def pages(self) -> AsyncIterator[list[dict[str, Any]]]:
-        source = self.source
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=60, sock_connect=15)
-        async with aiohttp.ClientSession(headers=source.headers, timeout=timeout) as session:
-            url: str | None = source.url
-            number = source.first_page if source.pagination == "page" else 0
-            for _ in range(source.max_pages):
-                params: dict[str, str] = {}
-                if source.pagination in ("page", "offset"):
-                    params[source.page_param] = str(number)
-                    if source.size_param:
-                        params[source.size_param] = str(source.page_size)
-                assert url is not None
-                try:
-                    async with session.get(url, params=params) as response:
-                        if response.status >= 400:
-                            raise SourceError(f"GET {url} answered {response.status}: {(await response.text())[:200]}")
-                        body = orjson.loads(await response.read())
-                except (aiohttp.ClientError, orjson.JSONDecodeError, TimeoutError) as exc:
-                    raise SourceError(f"GET {url}: {exc!r}") from exc
-                records = dig(body, source.records_path)
-                if records is None:
-                    records = []
-                if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                    raise SourceError(f"GET {url}: {source.records_path or 'the body'} is not a list of objects")
-                if records:
-                    yield records
-                if source.pagination == "none":
-                    return
-                if source.pagination == "next":
-                    following = dig(body, source.next_path)
-                    if not following:
-                        return
-                    url = urljoin(url, str(following))
-                    continue
-                if not records or (source.size_param and len(records) < source.page_size):
-                    return
-                number += 1 if source.pagination == "page" else len(records)
-            raise SourceError(f"{source.url}: more than {source.max_pages} pages")
-
-    async def extract(self, batch: dict[str, Any], catalog: Catalog, storage: Storage) -> Records:
-        definition = self.definition
-        column = definition.cursor_column
-        start = decode_cursor(batch["cursor_from"])
-        end = decode_cursor(batch["cursor_to"])
-        highest: Any = None
-        async for records in self.pages():
-            if definition.extract_mode != "snapshot" and column:
-                kept = []
-                for record in records:
-                    value = record.get(column)
-                    if value is None or (start is not None and value <= start) or (end is not None and value > end):
-                        continue
-                    highest = value if highest is None or value > highest else highest
-                    kept.append(record)
-                records = kept
-            if records:
-                yield [self._deletion(r) or r for r in records]
-        if highest is not None:
-            self.observed_cursor = encode_cursor(highest)
-
-
-def extractor_for(definition: CollectorDefinition) -> Extractor:
+def extractor_for(definition: CollectorDefinition, settings: Settings, pool: asyncpg.Pool) -> Extractor:
     if isinstance(definition.source, PostgresSource):
-        return PostgresExtractor(definition)
+        return PostgresExtractor(definition, settings, pool)
     if isinstance(definition.source, HttpSource):
-        return HttpExtractor(definition)
-    return FileExtractor(definition)
+        return HttpExtractor(definition, settings, pool)
+    return FileExtractor(definition, settings, pool)

@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
 from headrace.client import Client, HeadraceError
+from tests.conftest import TEST_ADMIN_TOKEN
+from tests.eventually import eventually_sync
 
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.3) -> T:
-    """Call check() until it stops raising AssertionError; its value, or its last error past the timeout.
+def eventually(check: Callable[[], T], timeout: float = 60.0) -> T | bool:
+    """tests.eventually's wait, where a 422 counts as not yet (a query naming columns the first rows have not created
+    yet is refused until then) and a check that returns nothing holds once it stops raising AssertionError."""
 
-    A 422 counts as not yet: a query naming columns the first rows have not created yet is refused until then.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
+    def attempt() -> T | bool:
         try:
-            try:
-                return check()
-            except HeadraceError as exc:
-                if exc.status != 422:
-                    raise
-                raise AssertionError(str(exc)) from exc
-        except AssertionError:
-            if time.monotonic() > deadline:
+            value = check()
+        except HeadraceError as exc:
+            if exc.status != 422:
                 raise
-        time.sleep(interval)
+            raise AssertionError(str(exc)) from exc
+        return True if value is None else value
+
+    return eventually_sync(attempt, timeout=timeout)
 
 
 @pytest.fixture
 def client(platform: Any) -> Iterator[Client]:
-    with Client(platform.settings.service_url("ingest")) as client:
+    with Client(platform.settings.service_url("ingest"), admin_token=TEST_ADMIN_TOKEN) as client:
         yield client

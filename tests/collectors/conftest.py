@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,20 +15,9 @@ from headrace.query import fetch_rows
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition
 from ingest.collectors.runner import CollectorRunner, create_collector
+from tests.eventually import eventually
 
 T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 60.0, interval: float = 0.3) -> T:
-    """Poll until check() returns without an AssertionError; then return its value (or raise its last error)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval)
 
 
 async def storage_rows(pool: asyncpg.Pool, name: str, *fields: str) -> list[tuple]:
@@ -44,10 +31,11 @@ async def storage_rows(pool: asyncpg.Pool, name: str, *fields: str) -> list[tupl
 
 
 async def rows_become(pool: asyncpg.Pool, name: str, fields: tuple[str, ...], expected: list[tuple]) -> None:
-    async def check() -> None:
+    async def check() -> bool:
         assert await storage_rows(pool, name, *fields) == sorted(expected)
+        return True
 
-    await eventually(check)
+    await eventually(check, what=f"the rows of {name}")
 
 
 @pytest.fixture

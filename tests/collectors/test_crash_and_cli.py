@@ -1,18 +1,21 @@
-"""The collector CLI end to end, batches and replay, and a collector killed between producing and its cursor."""
+"""The collector CLI end to end, batches and replay, and a collector (its ingest) killed between producing and its
+cursor."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from headrace.kafka import Topics
 from ingest.collectors.runner import PAUSE_MARKER
-from tests.collectors.conftest import eventually, storage_rows
+from tests.collectors.conftest import storage_rows
+from tests.conftest import ADMIN
+from tests.eventually import eventually
+from tests.services import ServiceProcess
 
 
 async def transform_caught_up(pool: asyncpg.Pool, bootstrap: str, topic: str) -> None:
@@ -28,31 +31,38 @@ async def transform_caught_up(pool: asyncpg.Pool, bootstrap: str, topic: str) ->
     finally:
         await consumer.stop()
 
-    async def check() -> None:
+    async def check() -> bool:
         rows = await pool.fetch(
             "SELECT partition, max(next_offset) AS next FROM headrace.stream_positions WHERE topic = $1 GROUP BY 1",
             topic,
         )
         reached = {r["partition"]: r["next"] for r in rows}
-        assert all(reached.get(tp.partition, 0) >= end for tp, end in ends.items() if end > 0)
+        return all(reached.get(tp.partition, 0) >= end for tp, end in ends.items() if end > 0)
 
     await eventually(check)
 
 
-def kill_while_paused(env: dict[str, str], collector: str) -> None:
-    """Run the collector in a process that pauses after Kafka acked its batch, before its cursor moves: kill it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "headrace", "collector", "run", collector],
-        env=env | {"HEADRACE_COLLECTOR_TEST_PAUSE_SECONDS": "120"},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if PAUSE_MARKER in line:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+async def kill_while_paused(platform: Any, collector: str, log_dir: Path) -> str:
+    """Run the collector in an ingest of its own that pauses after Kafka acked its batch, before its cursor moves, and
+    kill -9 it there; returns the job's URL (its job is left running with no process)."""
+    env = platform.env | {"HEADRACE_COLLECTOR_TEST_PAUSE_SECONDS": "120", "HEADRACE_COLLECTOR_SCHEDULER": "false"}
+    ingest = ServiceProcess("paused ingest", "ingest", env, "HEADRACE_INGEST_PORT", log_dir / "paused-ingest.log")
+    ingest.start()
+    try:
+        await ingest.ready()
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
+            async with session.post(f"{ingest.url}/api/collectors/{collector}/run") as response:
+                assert response.status == 202, await response.text()
+                job = (await response.json())["url"]
+
+        async def paused() -> bool:
+            return PAUSE_MARKER in ingest.log_path.read_text()
+
+        await eventually(paused)
+        ingest.kill()
+    finally:
+        ingest.stop()
+    return job
 
 
 def test_cli_create_run_batches_replay(platform: Any, database_url: str, source_table: str, storage_name: str) -> None:
@@ -106,7 +116,13 @@ def test_cli_create_run_batches_replay(platform: Any, database_url: str, source_
 
 
 async def test_a_collector_killed_before_its_cursor_moves_loses_and_duplicates_nothing(
-    platform: Any, pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, source_table: str, storage_name: str
+    platform: Any,
+    pool: asyncpg.Pool,
+    database_url: str,
+    kafka_bootstrap: str,
+    source_table: str,
+    storage_name: str,
+    tmp_path: Path,
 ) -> None:
     await pool.execute(f"CREATE TABLE {source_table} (id bigserial PRIMARY KEY, v text)")
     await pool.execute(f"INSERT INTO {source_table} (v) VALUES ('a'), ('b'), ('c')")
@@ -125,9 +141,19 @@ async def test_a_collector_killed_before_its_cursor_moves_loses_and_duplicates_n
         "--cursor-column",
         "id",
     )
-    kill_while_paused(platform.env, source_table)
+    job = await kill_while_paused(platform, source_table, tmp_path)
     batches = platform.cli_json("collector", "batches", source_table)
     assert [b["status"] for b in batches] == ["pending"]
+
+    # Any instance answers for the job: once its heartbeat stopped, it is failed.
+    async def failed() -> dict[str, Any]:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
+            async with session.get(platform.settings.service_url("ingest") + job) as response:
+                found = await response.json()
+        assert found["state"] == "failed", found
+        return found
+
+    assert "stopped before it finished" in (await eventually(failed))["error"]
 
     # The restart sends the pending batch again, same id, then the rows that came since.
     again = platform.cli_json("collector", "run", source_table)

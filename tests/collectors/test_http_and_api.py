@@ -14,6 +14,7 @@ from headrace.platform.processes import free_port
 from headrace.settings import Settings
 from ingest.collectors.runner import CollectorRunner
 from tests.collectors.conftest import make_collector, rows_become
+from tests.conftest import ADMIN
 
 ITEMS = [{"id": i, "title": f"item {i}", "price": i * 1.5} for i in range(1, 8)]
 
@@ -116,7 +117,7 @@ async def test_the_collectors_http_api(
         "storage": storage_name,
         "source": {"kind": "postgres", "dsn": database_url, "table": f"public.{source_table}"},
     }
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         async with session.post(base, json=definition) as response:
             assert response.status == 201, await response.text()
         async with session.post(base, json=definition) as response:
@@ -125,7 +126,7 @@ async def test_the_collectors_http_api(
             assert response.status == 422
         async with session.get(base) as response:
             assert source_table in [c["name"] for c in await response.json()]
-        async with session.post(f"{base}/{source_table}/run") as response:
+        async with session.post(f"{base}/{source_table}/run?wait=true") as response:
             assert response.status == 200, await response.text()
         await rows_become(pool, storage_name, ("id", "v"), [(1, "a"), (2, "b")])
         async with session.get(f"{base}/{source_table}/batches") as response:

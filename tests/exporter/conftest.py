@@ -1,26 +1,27 @@
-"""Exporter fixtures: a real S3 API server (moto) and a real OpenSSH SFTP server, plus rows-topic helpers."""
+"""Exporter fixtures: a real S3 API server (moto), a real OpenSSH SFTP server, and storages filled with plain SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from exporter.definitions import Export, ExportDefinition, ExportStore, S3Destination, SftpDestination
 from exporter.runs import ExportRunner
-from headrace.catalog import Catalog
-from headrace.kafka import Topics, ensure_topics
+from headrace.catalog import Catalog, Storage
+from headrace.models.inference import convert
 from headrace.platform.scratch import ScratchS3, ScratchSftp
-from headrace.rows import encode_row
+from headrace.postgres import quote_ident
 from headrace.settings import Settings
 from tests.conftest import s3_client
 
-ROWS_PARTITIONS = 2
+RECEIVED_AT = datetime(2021, 4, 8, 12, tzinfo=UTC)
 
 
 async def s3_objects(server: ScratchS3, bucket: str) -> dict[str, bytes]:
@@ -62,50 +63,85 @@ def gunzip(data: bytes) -> bytes:
     return gzip.decompress(data)
 
 
+async def settle(pool: asyncpg.Pool) -> None:
+    """Wait until every transaction begun so far has ended, so the next run's horizon passes every row written.
+
+    Transaction ids are shared by the whole Postgres server: another session's open transaction (another test
+    suite on the same server) holds every export's horizon back until it ends.
+    """
+    async with pool.acquire() as conn:
+        mark = await conn.fetchval("SELECT pg_current_xact_id()::text")  # a transaction of its own, committed
+        query = "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8"
+        while not await conn.fetchval(query, mark):  # noqa: ASYNC110 - the condition lives in Postgres
+            await asyncio.sleep(0.05)
+
+
+class SettlingRunner(ExportRunner):
+    """A runner whose live runs first wait for the horizon to pass what the test wrote (settle=False: not)."""
+
+    async def run(self, *args: Any, settle_first: bool = True, **kwargs: Any) -> Any:
+        if settle_first:
+            await settle(self.pool)
+        return await super().run(*args, **kwargs)
+
+
 @pytest.fixture
 async def runner(settings: Settings, pool: asyncpg.Pool) -> ExportRunner:
-    return ExportRunner(settings, pool)
+    return SettlingRunner(settings, pool)
 
 
 @pytest.fixture
-async def store(pool: asyncpg.Pool) -> ExportStore:
-    return ExportStore(pool)
+async def store(pool: asyncpg.Pool, settings: Settings) -> ExportStore:
+    return ExportStore(pool, settings)
 
 
-class RowsTopic:
-    """A storage in the catalog with its rows topic, fed the way transform feeds it (rows.encode_row)."""
+class StorageTable:
+    """A storage filled the way transform fills one (a model change, then rows), with plain SQL.
 
-    def __init__(self, settings: Settings, name: str) -> None:
-        self.settings = settings
-        self.name = name
-        self.topic = Topics(settings.topic_prefix).rows(name)
-        self.next_source_offset = {p: 0 for p in range(ROWS_PARTITIONS)}
+    Transform is not needed (nor used): the exporter only reads the table, by the transactions that wrote it.
+    """
 
-    async def send(self, rows: list[dict[str, Any]], partition: int = 0, *, repeat_last: bool = False) -> None:
-        """Publish rows on one partition with growing source offsets; repeat_last republishes the previous row."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.require_kafka_bootstrap(), acks="all")
-        await producer.start()
-        try:
-            for row in rows:
-                if not repeat_last:
-                    self.next_source_offset[partition] += 1
-                message = {
-                    "_event_id": row.get("_event_id", uuid.uuid4().hex),
-                    "_received_at": "2021-04-08T12:00:00Z",
-                    "_inserted_at": "2021-04-08T12:00:01Z",
-                } | {k: v for k, v in row.items() if k != "_event_id"}
-                message |= {"_source_partition": partition, "_source_offset": self.next_source_offset[partition]}
-                await producer.send_and_wait(self.topic, encode_row(message), partition=partition)
-        finally:
-            await producer.stop()
+    def __init__(self, pool: asyncpg.Pool, storage: Storage) -> None:
+        self.pool = pool
+        self.catalog = Catalog(pool)
+        self.storage = storage
+        self.name = storage.name
+
+    async def evolve(self, rows: list[dict[str, Any]]) -> None:
+        """Widen and add columns for these rows, in a transaction of its own (as transform does before writing)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM headrace.storages WHERE id = $1 FOR UPDATE", self.storage.id)
+            model = await self.catalog.model(self.storage.id, conn)
+            change, _ = model.plan(rows)
+            if change:
+                await self.catalog.evolve(conn, self.storage, model, change)
+
+    async def insert(self, rows: list[dict[str, Any]], conn: asyncpg.Connection | None = None) -> None:
+        """Evolve the model, then insert the rows: in `conn` (an open transaction) when given, else committed now."""
+        await self.evolve([{k: v for k, v in r.items() if k != "_event_id"} for r in rows])
+        model = await self.catalog.model(self.storage.id)
+        for row in rows:
+            keys = [k for k in row if k != "_event_id" and k in model.by_key]
+            columns = ["_event_id", "_received_at", *(model.by_key[k].name for k in keys)]
+            values = [row.get("_event_id", uuid.uuid4().hex), RECEIVED_AT]
+            values += [convert(row[k], model.by_key[k].type) for k in keys]
+            placeholders = ", ".join(f"${i + 1}" for i in range(len(values)))
+            # The model version in the text: asyncpg caches statements with their parameter types, which widen.
+            names = ", ".join(map(quote_ident, columns))
+            await (conn or self.pool).execute(
+                f"/* v{model.version} */ INSERT INTO {self.storage.qualified_table} ({names}) VALUES ({placeholders})",
+                *values,
+            )
+
+    async def column(self, key: str) -> str:
+        model = await self.catalog.model(self.storage.id)
+        return quote_ident(model.by_key[key].name)
 
 
 @pytest.fixture
-async def rows_topic(settings: Settings, pool: asyncpg.Pool, storage_name: str) -> RowsTopic:
-    await Catalog(pool).create(storage_name)
-    topic = RowsTopic(settings, storage_name)
-    await ensure_topics(settings, [topic.topic], partitions=ROWS_PARTITIONS)
-    return topic
+async def table(pool: asyncpg.Pool, storage_name: str) -> StorageTable:
+    storage, _ = await Catalog(pool).create(storage_name)
+    return StorageTable(pool, storage)
 
 
 async def create_export(store: ExportStore, **fields: Any) -> Export:

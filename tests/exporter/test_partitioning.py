@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.definitions import ExportDefinition, public_json
+from exporter.definitions import SECRETS, ExportDefinition
 from exporter.partitioning import UNKNOWN, Layout, interval_of, parse_event_time, parse_period
 from exporter.scheduler import next_boundary, slot_of
 
@@ -27,19 +27,21 @@ MOMENT = datetime(2021, 4, 8, 10, 58, 14, tzinfo=UTC)
 def test_names_follow_the_seed(level: str, s3: str, sftp: str) -> None:
     interval = interval_of(MOMENT, level)
     leaf = f"{GUID}_001_0_0.csv.gz"
-    assert Layout("s3", "myFolder", "myExport").data_file(interval, GUID, 1, "csv") == (
+    assert Layout("s3", "myFolder", "myExport").data_file(interval, GUID, 1, "csv.gz") == (
         f"myFolder/myExport/data/{s3}{leaf}"
     )
-    assert Layout("sftp", "myFolder", "myExport").data_file(interval, GUID, 1, "csv") == f"myFolder/{sftp}{leaf}"
+    assert Layout("sftp", "myFolder", "myExport").data_file(interval, GUID, 1, "csv.gz") == f"myFolder/{sftp}{leaf}"
+    # Parquet compresses inside the file: no .gz around it.
+    assert Layout("s3", "f", "e").data_file(interval, GUID, 3, "parquet").endswith(f"/{s3}{GUID}_003_0_0.parquet")
 
 
 def test_unknown_event_time_has_its_own_place() -> None:
     assert (
-        Layout("s3", "f", "e").data_file(UNKNOWN, GUID, 2, "json")
+        Layout("s3", "f", "e").data_file(UNKNOWN, GUID, 2, "json.gz")
         == f"f/e/data/date=unknown/data_{GUID}_002_0_0.json.gz"
     )
     assert (
-        Layout("sftp", "/srv/f/", "e").data_file(UNKNOWN, GUID, 2, "json")
+        Layout("sftp", "/srv/f/", "e").data_file(UNKNOWN, GUID, 2, "json.gz")
         == f"/srv/f/e_unknown_data_{GUID}_002_0_0.json.gz"
     )
 
@@ -89,7 +91,7 @@ def test_secrets_never_show() -> None:
             "destination": {"kind": "sftp", "host": "h", "user": "u", "password": "hunter2", "private_key": "KEY"},
         }
     )
-    shown = public_json(definition.model_dump(mode="json"))
+    shown = SECRETS.mask(definition.model_dump(mode="json"))
     assert shown["destination"]["password"] == "***" and shown["destination"]["private_key"] == "***"
     assert "hunter2" not in str(shown)
 

@@ -8,28 +8,28 @@ from datetime import UTC, datetime
 
 import aiohttp
 import orjson
-import pytest
 
 from exporter.definitions import ExportStore
 from exporter.runs import ExportRunner
 from exporter.scheduler import Scheduler
 from headrace.platform.scratch import ScratchS3
-from tests.conftest import RunningPlatform
-from tests.exporter.conftest import RowsTopic, create_export, s3_destination, s3_objects
+from tests.conftest import ADMIN, RunningPlatform
+from tests.exporter.conftest import StorageTable, create_export, s3_destination, s3_objects, settle
 from tests.exporter.test_s3_runs import SEED_ROWS, data_keys
 
 
 async def test_scheduler_starts_a_run_at_each_boundary(
-    runner: ExportRunner, store: ExportStore, rows_topic: RowsTopic, s3_server: ScratchS3, bucket: str
+    runner: ExportRunner, store: ExportStore, table: StorageTable, s3_server: ScratchS3, bucket: str
 ) -> None:
     export = await create_export(
         store,
-        sources=[rows_topic.name],
+        sources=[table.name],
         frequency_minutes=15,
         scheduled=True,
         destination=s3_destination(s3_server, bucket).model_dump(),
     )
-    await rows_topic.send(SEED_ROWS)
+    await table.insert(SEED_ROWS)
+    await settle(runner.pool)
     scheduler = Scheduler(store, runner)
     await scheduler.tick(datetime(2030, 1, 1, 10, 14, tzinfo=UTC))  # first sight: wait for a boundary
     await scheduler.tick(datetime(2030, 1, 1, 10, 14, 59, tzinfo=UTC))
@@ -43,49 +43,51 @@ async def test_scheduler_starts_a_run_at_each_boundary(
 
 
 async def test_cli_and_http_api(
-    platform: RunningPlatform, rows_topic: RowsTopic, s3_server: ScratchS3, bucket: str
+    platform: RunningPlatform, table: StorageTable, s3_server: ScratchS3, bucket: str
 ) -> None:
-    name = f"cli{rows_topic.name[2:]}"
+    name = f"cli{table.name[2:]}"
     secret = "s3cr3t-never-shown"
     created = platform.cli_json(
-        "export", "create", name, "--source", rows_topic.name, "--destination", "s3", "--bucket", bucket,
+        "export", "create", name, "--source", table.name, "--destination", "s3", "--bucket", bucket,
         "--folder", "cli", "--endpoint-url", s3_server.endpoint_url, "--access-key-id", "AKIATEST",
         "--secret-access-key", secret, "--format", "csv", "--separator", "|", "--partition", "half-hour",
-        "--frequency", "30", "--no-schedule", "--privacy-filter",
+        "--frequency", "30", "--no-schedule", "--privacy-filter", "--parquet-compression", "zstd",
     )  # fmt: skip
     assert created["destination"]["secret_access_key"] == "***"
     assert created["frequency_minutes"] == 30 and created["partition_level"] == "half-hour"
+    assert created["parquet_compression"] == "zstd"
     listed = platform.cli("export", "list", "--json").stdout
     assert name in listed and secret not in listed
     shown = platform.cli("export", "show", name, "--json").stdout
-    assert secret not in shown and orjson.loads(shown)["sources"] == [rows_topic.name]
+    assert secret not in shown and orjson.loads(shown)["sources"] == [table.name]
 
-    await rows_topic.send(SEED_ROWS)
+    await table.insert(SEED_ROWS)
+    await settle(table.pool)
     ran = platform.cli_json("export", "run", name)  # through the exporter service's API
     assert ran["status"] == "succeeded" and ran["rows"] == 4
     regenerated = platform.cli_json(
         "export", "regenerate", name, "--from", "2021-04-08T10:00:00Z", "--to", "2021-04-08T11:00:00Z",
         "--folder", "again",
     )  # fmt: skip
-    assert regenerated["rows"] == 0  # the storage's table is empty here: rows came only through the topic
+    assert regenerated["rows"] == 2  # the two rows of 10:5x, from the storage's table
     objects = await s3_objects(s3_server, bucket)
     assert any(k.startswith(f"cli/{name}/data/date=2021-04-08/hour=10/min=30-60/") for k in objects)
 
     base = platform.settings.service_url("exporter")
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=ADMIN) as http:
         async with http.get(f"{base}/api/exports/{name}") as response:
             assert response.status == 200 and secret not in await response.text()
         async with http.get(f"{base}/api/exports/{name}/runs") as response:
             assert [r["kind"] for r in await response.json()] == ["regenerate", "live"]
         async with http.post(f"{base}/api/exports", json={"name": "x", "sources": []}) as response:
-            assert response.status == 400 and "sources" in (await response.json())["error"]
+            assert response.status == 422 and "sources" in (await response.json())["error"]
         async with http.get(f"{base}/metrics") as response:
             text = await response.text()
         assert f'headrace_export_runs_total{{export="{name}",kind="live",result="succeeded"}} 1.0' in text
         assert f'headrace_export_last_success_timestamp_seconds{{export="{name}"}}' in text
         async with http.post(f"{base}/api/exports/nope/runs") as response:
             assert response.status == 404
-        body = {"name": name, "sources": [rows_topic.name], "destination": {"kind": "s3", "bucket": bucket}}
+        body = {"name": name, "sources": [table.name], "destination": {"kind": "s3", "bucket": bucket}}
         async with http.post(f"{base}/api/exports", json=body) as response:
             assert response.status == 409
     platform.cli("export", "delete", name)
@@ -96,9 +98,13 @@ async def test_cli_and_http_api(
 async def test_end_to_end_push_transform_export(
     platform: RunningPlatform, storage_name: str, s3_server: ScratchS3, bucket: str
 ) -> None:
-    """Pushed events, written by transform and published on the rows topic, come out as exported files."""
+    """Pushed events, written by transform into the storage's table, come out as exported files.
+
+    To revisit with transform's half of issue 10 (no rows topics, `_xid` set again by merges): it passes with
+    today's transform, which the exporter no longer depends on beyond the rows it writes.
+    """
     created = platform.cli_json("storage", "create", storage_name)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=ADMIN) as http:
         for row in SEED_ROWS:
             async with http.post(created["push_url"], json=row) as response:
                 assert response.status == 200, await response.text()
@@ -108,12 +114,10 @@ async def test_end_to_end_push_transform_export(
         "--format", "ndjson", "--no-schedule",
     )  # fmt: skip
     exported = 0
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + 60
     while exported < len(SEED_ROWS) and asyncio.get_running_loop().time() < deadline:
         exported += platform.cli_json("export", "run", storage_name)["rows"]
         await asyncio.sleep(0.5)
-    if exported == 0:
-        pytest.xfail("transform published no rows on the rows topic within 30 s")
     assert exported == len(SEED_ROWS)
     objects = await s3_objects(s3_server, bucket)
     lines = [orjson.loads(x) for k in data_keys(objects) for x in gzip.decompress(objects[k]).splitlines()]

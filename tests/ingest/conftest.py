@@ -96,14 +96,21 @@ def ingest(settings: Settings) -> Iterator[HostedIngest]:
 
 
 SMALL_LIMIT = 64 * 1024
-SMALL_BUDGET = 100 * 1024
+SMALL_BUDGET = 256 * 1024
+SMALL_MAX_EVENTS = 100
 
 
 @pytest.fixture(scope="session")
 def small_ingest(settings: Settings) -> Iterator[HostedIngest]:
-    """An ingest service with a 64 KiB body limit and a 100 KiB in-flight budget, to reach both cheaply."""
+    """An ingest service with small limits, to reach each cheaply: a 64 KiB body, a 256 KiB in-flight budget,
+    100 events per push."""
     hosted = HostedIngest(
-        ingest_settings(settings, ingest_max_body_bytes=SMALL_LIMIT, ingest_in_flight_bytes=SMALL_BUDGET)
+        ingest_settings(
+            settings,
+            ingest_max_body_bytes=SMALL_LIMIT,
+            ingest_in_flight_bytes=SMALL_BUDGET,
+            ingest_max_events=SMALL_MAX_EVENTS,
+        )
     ).start()
     yield hosted
     hosted.stop()

@@ -14,6 +14,7 @@ from headrace.kafka import ensure_topics
 from headrace.platform.broker import EmbeddedBroker
 from headrace.platform.processes import free_port, terminate
 from headrace.settings import Settings
+from tests.conftest import ADMIN
 from tests.ingest.conftest import HostedIngest, event_id, ingest_settings, make_target, read_topic
 
 JSON = {"Content-Type": "application/json"}
@@ -25,7 +26,7 @@ async def test_shutdown_finishes_in_flight_pushes_and_flushes(settings: Settings
     try:
         target = make_target(hosted, storage_name)
         body = orjson.dumps([{"_id": f"s{i}", "pad": "p" * 200} for i in range(20_000)])
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             pushing = asyncio.ensure_future(session.post(target.push_url, data=body, headers=JSON))
             # Stop once the push is inside the service (its body bytes are counted), as SIGTERM would.
             for _ in range(10_000):
@@ -56,7 +57,7 @@ class Pusher:
         self.sequence = 0
 
     async def run(self, connections: int = 4) -> None:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=ADMIN) as session:
             await asyncio.gather(*(self._loop(session) for _ in range(connections)))
 
     async def _loop(self, session: aiohttp.ClientSession) -> None:

@@ -14,6 +14,7 @@ from schema_registry.service import SchemaRegistryService
 
 from headrace.platform.processes import free_port
 from headrace.settings import Settings
+from tests.conftest import TEST_ADMIN_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,7 @@ def registry_url(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture
 def client(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": f"headrace:{TEST_ADMIN_TOKEN}"})
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from tests.conftest import TEST_ADMIN_TOKEN
+
 V1 = json.dumps({"type": "record", "name": "User", "fields": [{"name": "name", "type": "string"}]})
 V2_DEFAULT = json.dumps(
     {
@@ -36,6 +38,7 @@ def http(
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     request = urllib.request.Request(registry_url + path, data=data, method=method)
     request.add_header("Content-Type", content_type or "application/vnd.schemaregistry.v1+json")
+    request.add_header("Authorization", f"Bearer {TEST_ADMIN_TOKEN}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), json.loads(response.read())
@@ -68,7 +71,7 @@ def test_register_look_up_and_fetch(client: SchemaRegistryClient, registry_url: 
 
     # The same schema under another subject keeps its id.
     other = f"other-{subject}"
-    fresh = SchemaRegistryClient({"url": registry_url})
+    fresh = SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": f"headrace:{TEST_ADMIN_TOKEN}"})
     assert fresh.register_schema(other, avro(V1)) == schema_id
     versions = {(v.subject, v.version) for v in fresh.get_schema_versions(schema_id)}
     assert versions == {(subject, 1), (other, 1)}

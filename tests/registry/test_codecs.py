@@ -17,6 +17,7 @@ from headrace.codecs import EventDecoder, UndecodableEvent, encode_confluent
 from headrace.models import Column, ColumnType, Model
 from headrace.models.avro import model_schema
 from headrace.registry.store import register_storage_model
+from tests.conftest import TEST_ADMIN_TOKEN
 
 
 async def test_json_objects(pool: asyncpg.Pool) -> None:
@@ -87,7 +88,7 @@ async def test_values_from_confluents_own_serializer(pool: asyncpg.Pool, registr
     schema = json.dumps({"type": "record", "name": "Click", "fields": fields})
 
     def serialize() -> bytes:
-        client = SchemaRegistryClient({"url": registry_url})
+        client = SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": f"headrace:{TEST_ADMIN_TOKEN}"})
         serializer = AvroSerializer(client, schema)
         return serializer({"page": "/home", "n": 3}, SerializationContext(storage_name, MessageField.VALUE))
 

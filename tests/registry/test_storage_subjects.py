@@ -14,7 +14,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from headrace.catalog import Catalog
 from headrace.models.avro import KEY_ATTRIBUTE
 from headrace.registry import store
-from tests.conftest import RunningPlatform
+from tests.conftest import ADMIN, TEST_ADMIN_TOKEN, RunningPlatform
 
 
 def fields_of(schema_text: str) -> list[tuple[str, Any]]:
@@ -45,7 +45,7 @@ async def test_catalog_registers_each_model_change(pool: asyncpg.Pool, storage_n
 
 async def test_pushed_model_changes_are_registered(platform: RunningPlatform, storage_name: str) -> None:
     created = platform.cli_json("storage", "create", storage_name)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=ADMIN) as session:
         for version, event in enumerate(
             ({"d": "2024-01-05T10:00:00Z", "n": 1, "s": "a"}, {"d": "not a date", "n": 1.5}), start=1
         ):
@@ -59,7 +59,12 @@ async def test_pushed_model_changes_are_registered(platform: RunningPlatform, st
                 await asyncio.sleep(0.25)
             assert shown["version"] == version
 
-    client = SchemaRegistryClient({"url": platform.settings.service_url("schema-registry")})
+    client = SchemaRegistryClient(
+        {
+            "url": platform.settings.service_url("schema-registry"),
+            "basic.auth.user.info": f"headrace:{TEST_ADMIN_TOKEN}",
+        }
+    )
     subject = f"{storage_name}-value"
     assert subject in client.get_subjects()
     assert client.get_versions(subject) == [1, 2]

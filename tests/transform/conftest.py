@@ -4,71 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from headrace.catalog import Catalog, Storage
-from headrace.kafka import Topics, ensure_topics
-from headrace.platform.processes import free_port, wait_ready
+from headrace.kafka import Topics, create_topics, ensure_topics
 from headrace.settings import Settings
-from tests.conftest import REPO, clean_environ
+from tests.conftest import clean_environ
+from tests.services import ServiceProcess
 
 
-@dataclass
-class Worker:
+def Worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
     """One `python -m transform` process."""
-
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen | None = None
-    port: int = 0
-
-    def start(self) -> None:
-        self.port = free_port()
-        env = self.env | {"HEADRACE_TRANSFORM_PORT": str(self.port)}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "transform"], env=env, cwd=REPO, stdout=log, stderr=log
-            )
-
-    async def ready(self, timeout: float = 60) -> None:
-        assert self.process is not None
-        try:
-            await wait_ready(f"http://127.0.0.1:{self.port}", self.process, timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise AssertionError(f"transform worker {exc}:\n" + self.log_path.read_text()[-3000:]) from exc
-
-    async def metrics(self) -> str:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{self.port}/metrics") as response:
-                return await response.text()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    return ServiceProcess("transform worker", "transform", env, "HEADRACE_TRANSFORM_PORT", log_path)
 
 
 @dataclass
@@ -79,20 +35,20 @@ class TransformLab:
     env: dict[str, str]
     pool: asyncpg.Pool
     log_dir: Path
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[ServiceProcess] = field(default_factory=list)
 
     @property
     def topics(self) -> Topics:
         return Topics(self.settings.topic_prefix)
 
-    def worker(self) -> Worker:
+    def worker(self) -> ServiceProcess:
         worker = Worker(self.env, self.log_dir / f"transform-{len(self.workers)}.log")
         self.workers.append(worker)
         worker.start()
         return worker
 
     async def storage(self, name: str, load_mode: str = "append", primary_key: list[str] | None = None) -> Storage:
-        await ensure_topics(self.settings, [self.topics.ingest(name), self.topics.rows(name)])
+        await create_topics(self.settings, self.pool, [self.topics.ingest(name)])
         storage, _ = await Catalog(self.pool).create(name, primary_key=primary_key, load_mode=load_mode)
         return storage
 
@@ -156,15 +112,6 @@ class TransformLab:
         return done >= expected_total
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def json_values(records: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(r) for r in records]
 
@@ -208,3 +155,13 @@ def isolated_env(kafka_bootstrap: str, database_url: str) -> Iterator[dict[str, 
         "HEADRACE_LOG_LEVEL": "WARNING",
         "HEADRACE_DATABASE_POOL_SIZE": "4",
     }
+
+
+def lab_for(env: dict[str, str], pool: asyncpg.Pool, log_dir: Path) -> TransformLab:
+    """A lab on an environment of its own (its own topic prefix, its own workers)."""
+    settings = Settings(
+        kafka_bootstrap=env["HEADRACE_KAFKA_BOOTSTRAP"],
+        database_url=env["HEADRACE_DATABASE_URL"],
+        topic_prefix=env["HEADRACE_TOPIC_PREFIX"],
+    )
+    return TransformLab(settings, env, pool, log_dir)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import orjson
 import pytest
 
 from headrace.etl import FUNCTIONS, EtlConfig, EvaluationError, FormulaError, evaluate, parse
 from headrace.etl.expressions import fields_of, tokenize
-from tests.conftest import REPO
-from tests.transform.conftest import TransformLab, json_values, wait_until
+from tests.conftest import RunningPlatform
+from tests.eventually import eventually
+from tests.transform.conftest import TransformLab, json_values
 
 
 @pytest.mark.parametrize(
@@ -103,22 +102,18 @@ def test_etl_config_applies_compute_filter_select_rename_in_order() -> None:
         EtlConfig(compute={"bad": "nope("})
 
 
-async def test_worker_applies_the_storage_etl_and_rejects_failing_records(lab: TransformLab, storage_name: str) -> None:
+async def test_worker_applies_the_storage_etl_and_rejects_failing_records(
+    lab: TransformLab, platform: RunningPlatform, storage_name: str
+) -> None:
     storage = await lab.storage(storage_name)
-    env = lab.env | {"HEADRACE_DATA_DIR": str(lab.log_dir / "cli")}
+    # The ETL is set through the ingest service's API (the same Postgres catalog the lab's workers read).
     done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "headrace", "storage", "etl", storage_name, "--select", "user,total,ratio",
-         "--rename", "user=customer", "--filter", "kind != 'test'", "--compute", "total=price * qty",
-         "--compute", "ratio=price / qty", "--json"],
-        env=env, cwd=REPO, capture_output=True, text=True, check=False, timeout=60,
+        platform.cli, "storage", "etl", storage_name, "--select", "user,total,ratio", "--rename", "user=customer",
+        "--filter", "kind != 'test'", "--compute", "total=price * qty", "--compute", "ratio=price / qty", "--json",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout)["compute"] == {"total": "price * qty", "ratio": "price / qty"}
     refused = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "headrace", "storage", "etl", storage_name, "--filter", "exec('x')"],
-        env=env, cwd=REPO, capture_output=True, text=True, check=False, timeout=60,
+        platform.cli, "storage", "etl", storage_name, "--filter", "exec('x')", check=False
     )  # fmt: skip
     assert refused.returncode == 1 and "unknown function 'exec'" in refused.stderr
     records = [
@@ -127,7 +122,7 @@ async def test_worker_applies_the_storage_etl_and_rejects_failing_records(lab: T
         {"user": "c", "price": 1, "qty": 0, "kind": "sale"},  # price / 0: rejected with the reason
     ]
     await lab.produce(storage_name, json_values(records), partition=0)
-    await wait_until(lambda: lab.positions_done(storage_name, 3), what="ETL batch written")
+    await eventually(lambda: lab.positions_done(storage_name, 3), what="ETL batch written")
     rows = await lab.rows(storage)
     assert [(r["customer"], r["total"], r["ratio"]) for r in rows] == [("a", 6, 2 / 3)]
     assert "kind" not in rows[0] and "user" not in rows[0]

@@ -26,5 +26,20 @@ async def test_a_stale_batch_is_fenced_and_moves_nothing(pool: asyncpg.Pool) -> 
         await advance(pool, positions, topic, {0: (0, 7), 1: (3, 4)})
     # Gaps are allowed (offsets skipped by dead letters or compaction); overlaps are not.
     await advance(pool, positions, topic, {0: (6, 9), 1: (3, 4)})
-    stored = await positions.load(pool, [(topic, 0), (topic, 1)])
-    assert stored == {(topic, 0): 9, (topic, 1): 4}
+    stored, void = await positions.load(pool, [(topic, 0), (topic, 1)])
+    assert stored == {(topic, 0): 9, (topic, 1): 4} and void == []
+
+
+async def test_a_position_on_another_incarnation_of_the_topic_is_void(pool: asyncpg.Pool) -> None:
+    """A restarted in-memory broker (or a recreated topic) starts at offset 0: old positions must not skip it."""
+    group, topic = f"group-{uuid.uuid4().hex[:8]}", "reborn"
+    before = Positions(group)
+    await before.load(pool, [(topic, 0)], {topic: "cluster-a/-"})
+    await advance(pool, before, topic, {0: (0, 23)})
+    after = Positions(group)
+    stored, void = await after.load(pool, [(topic, 0)], {topic: "cluster-b/-"})
+    assert stored == {(topic, 0): None} and void == [(topic, 0)]
+    # The new incarnation's first write is not fenced by the old position, and takes its place.
+    await advance(pool, after, topic, {0: (0, 5)})
+    stored, void = await Positions(group).load(pool, [(topic, 0)], {topic: "cluster-b/-"})
+    assert stored == {(topic, 0): 5} and void == []
