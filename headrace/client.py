@@ -292,6 +292,7 @@ class StorageClient:
 def to_dataframe(columns: list[dict[str, str]], rows: list[list[Any]]) -> pd.DataFrame:
     """A query answer as a DataFrame whose dtypes follow the storage's column types."""
     import pandas as pd
+
     data: dict[str, pd.Series] = {}
     for index, column in enumerate(columns):
         values = [row[index] for row in rows]

@@ -65,13 +65,17 @@ class Positions:
         A batch is stale when Postgres already holds a position past its first offset on the same incarnation:
         another worker (or this one, before a rebalance re-read the partition) committed those events. Postgres
         is the judge, and the row lock of the upsert makes concurrent writers of one partition take turns.
+        A batch read from a topic that was deleted and created again since this worker loaded its incarnation
+        (the marker in headrace.topic_incarnations changed) is stale too: its offsets mean nothing any more.
         """
         if not next_offsets:
             return
         partitions = list(next_offsets)
+        marker = (self.incarnations.get(topic) or "").rpartition("/")[2] or "-"
         moved = await conn.fetch(
             "INSERT INTO headrace.stream_positions (group_name, topic, partition, next_offset, incarnation)"
             " SELECT $1, $2, p, n, $6 FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS b(p, n, f)"
+            " WHERE coalesce((SELECT marker::text FROM headrace.topic_incarnations WHERE topic = $2), '-') = $7"
             " ON CONFLICT (group_name, topic, partition) DO UPDATE"
             " SET next_offset = EXCLUDED.next_offset, incarnation = EXCLUDED.incarnation, updated_at = now()"
             " WHERE headrace.stream_positions.incarnation IS DISTINCT FROM EXCLUDED.incarnation"
@@ -84,10 +88,14 @@ class Positions:
             [next_offsets[p] for p in partitions],
             [first_offsets[p] for p in partitions],
             self.incarnations.get(topic),
+            marker,
         )
         stale = set(partitions) - {r["partition"] for r in moved}
         if stale:
-            raise Fenced(f"{topic}{sorted(stale)} already committed past this batch's first offsets")
+            raise Fenced(
+                f"{topic}{sorted(stale)} already committed past this batch's first offsets, or the topic was created"
+                " again since its positions were loaded"
+            )
 
     def committed_now(self, topic: str, next_offsets: dict[int, int]) -> None:
         """Record, after the transaction committed, where this worker now stands."""

@@ -64,10 +64,14 @@ class RunningPlatform:
         and a data dir of its own with no runtime record: the CLI and the client speak only to the services."""
         urls = {f"HEADRACE_{s.replace('-', '_').upper()}_URL": self.settings.service_url(s) for s in SERVICES}
         data_dir = Path(self.env["HEADRACE_DATA_DIR"]).with_name("client-only")
-        return clean_environ(credentials=False) | urls | {
-            "HEADRACE_ADMIN_TOKEN": TEST_ADMIN_TOKEN,
-            "HEADRACE_DATA_DIR": str(data_dir),
-        }
+        return (
+            clean_environ(credentials=False)
+            | urls
+            | {
+                "HEADRACE_ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+                "HEADRACE_DATA_DIR": str(data_dir),
+            }
+        )
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """The `headrace` command as a client of this platform (client_env)."""
@@ -255,3 +259,13 @@ async def bucket(s3_server: ScratchS3) -> str:
     async with s3_client(s3_server) as client:
         await client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that ran against the session's platform reports what the platform printed meanwhile."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("platform")
+    if isinstance(running, RunningPlatform) and getattr(report, "failed", False) and call.when == "call":
+        report.sections.append(("platform output (last 150 lines)", "\n".join(running.output[-150:])))
+    return report

@@ -2,10 +2,13 @@
 failing write down to the events that cause it, which are set aside with their reason while the rest is written.
 
 1. Write everything in one transaction (transform.writer).
-2. Postgres unreachable: wait with backoff, for as long as this worker still owns the partitions.
-3. Contention (serialization failure, deadlock, timeout): retry a few times with backoff.
-4. Anything else: split the events in halves and write each (bisect), down to single events.
-5. A single event that still fails goes to rejected rows with the error as its reason (a batch still counts it);
+2. Fenced, or the storage was deleted meanwhile (or this worker held a stale copy of it): nothing is written, and
+   the sink re-reads the partitions from Postgres' positions, with the storage as Postgres now has it (its events
+   go to the dead letters if it is gone).
+3. Postgres unreachable: wait with backoff, for as long as this worker still owns the partitions.
+4. Contention (serialization failure, deadlock, timeout): retry a few times with backoff.
+5. Anything else: split the events in halves and write each (bisect), down to single events.
+6. A single event that still fails goes to rejected rows with the error as its reason (a batch still counts it);
    if even that fails (its payload cannot be stored), it goes to the dead-letter topic and the position moves on.
 """
 
@@ -16,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from headrace.catalog import Storage
+from headrace.catalog import Storage, StorageNotFound
 from headrace.positions import Fenced
 from transform import metrics
 from transform.events import Event
@@ -75,7 +78,7 @@ class TopicWrite:
         while True:
             try:
                 result = await self.writer.write(self.storage.id, self.topic, events, next_offsets, firsts, forced)
-            except Fenced:
+            except (Fenced, StorageNotFound):
                 raise
             except Exception as exc:
                 if is_unavailable(exc):
@@ -100,7 +103,7 @@ class TopicWrite:
         try:
             await self._commit(events, self._span(events))
             return
-        except (Fenced, Abandoned):
+        except (Fenced, Abandoned, StorageNotFound):
             raise
         except Exception as exc:
             if len(events) > 1:
@@ -123,7 +126,7 @@ class TopicWrite:
             metrics.ISOLATED.labels(self.storage.name, "rejected").inc()
             log.warning("event set aside in rejected rows", extra={"storage": self.storage.name, "reason": reason})
             return
-        except (Fenced, Abandoned):
+        except (Fenced, Abandoned, StorageNotFound):
             raise
         except Exception as second:
             reason = f"{reason}; keeping it as a rejected row failed too: {describe(second)}"

@@ -139,8 +139,12 @@ class StorageSink(mode.Service):
             except IllegalStateError:
                 log.info("%s was reassigned while seeking; its new owner seeks it", tp)
 
-    async def _rewind(self, topic: str, partitions: dict[int, list[Any]]) -> None:
+    async def _rewind(self, topic: str, partitions: dict[int, list[Any]] | list[int]) -> None:
+        """Seek the partitions back to Postgres' positions, reloading the topic's incarnation and its storage:
+        after a fence, a write that found its storage gone, or a topic deleted and created again, all three
+        may have changed."""
         assert self.consumer is not None
+        self.forget_storage(topic)
         owned = self.consumer.assignment()
         await self.seek_to_committed(
             [TopicPartition(topic, p) for p in partitions if TopicPartition(topic, p) in owned]
@@ -161,19 +165,24 @@ class StorageSink(mode.Service):
                 await asyncio.sleep(1)
                 continue
             by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+            behind: dict[str, list[int]] = defaultdict(list)
             for tp, messages in batches.items():
-                # A rebalance may have sought back to positions this worker has committed since: skip those.
                 committed = self.positions.committed.get((tp.topic, tp.partition))
                 if committed is not None and messages and messages[0].offset < committed:
-                    messages = [m for m in messages if m.offset >= committed]
-                if messages:
+                    # Offsets below what this worker committed: a rebalance sought back, or the topic was deleted
+                    # and created again (its offsets restart at 0). Postgres' positions, on the topic's current
+                    # incarnation, tell which; the partition is read again from there.
+                    behind[tp.topic].append(tp.partition)
+                elif messages:
                     by_topic[tp.topic][tp.partition] = messages
+            for topic, stale in behind.items():
+                await self._rewind(topic, stale)
             for topic, partitions in by_topic.items():
                 try:
                     await self._write_topic(topic, partitions)
                 except asyncio.CancelledError:
                     raise
-                except (Fenced, Abandoned) as exc:
+                except (Fenced, Abandoned, StorageNotFound) as exc:
                     log.warning("write dropped (%s); re-reading from the committed positions", exc)
                     await self._rewind(topic, partitions)
                 except Exception:

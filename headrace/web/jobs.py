@@ -148,8 +148,10 @@ class Jobs:
                 "UPDATE headrace.jobs SET state = 'failed', status = 503, answer = $2, finished_at = now()"
                 " WHERE id = $1 AND state = 'running' AND heartbeat_at < now() - make_interval(secs => $3)",
                 job_id,
-                {"error": f"its process stopped before it finished (no heartbeat for {STALE_SECONDS:.0f} s); run it"
-                 " again"},
+                {
+                    "error": f"its process stopped before it finished (no heartbeat for {STALE_SECONDS:.0f} s); run it"
+                    " again"
+                },
                 STALE_SECONDS,
             )
             row = await conn.fetchrow("SELECT * FROM headrace.jobs WHERE id = $1", job_id)

@@ -43,3 +43,23 @@ async def test_a_position_on_another_incarnation_of_the_topic_is_void(pool: asyn
     await advance(pool, after, topic, {0: (0, 5)})
     stored, void = await Positions(group).load(pool, [(topic, 0)], {topic: "cluster-b/-"})
     assert stored == {(topic, 0): 5} and void == []
+
+
+async def test_a_batch_read_before_its_topic_was_created_again_is_fenced(pool: asyncpg.Pool) -> None:
+    """A worker still holding the deleted topic's incarnation must not commit offsets of the new topic as old ones."""
+    group, topic = f"group-{uuid.uuid4().hex[:8]}", f"recreated-{uuid.uuid4().hex[:8]}"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await pool.execute("INSERT INTO headrace.topic_incarnations (topic, marker) VALUES ($1, $2)", topic, first)
+    worker = Positions(group)
+    await worker.load(pool, [(topic, 0)], {topic: f"cluster/{first}"})
+    await advance(pool, worker, topic, {0: (0, 3)})
+    # The storage is deleted (its positions with it) and created again: a new marker, offsets from 0.
+    await pool.execute("DELETE FROM headrace.stream_positions WHERE topic = $1", topic)
+    await pool.execute("UPDATE headrace.topic_incarnations SET marker = $2 WHERE topic = $1", topic, second)
+    with pytest.raises(Fenced):
+        await advance(pool, worker, topic, {0: (3, 4)})
+    stored, void = await worker.load(pool, [(topic, 0)], {topic: f"cluster/{second}"})
+    assert stored == {(topic, 0): None} and void == []
+    await advance(pool, worker, topic, {0: (0, 1)})
+    stored, _ = await Positions(group).load(pool, [(topic, 0)], {topic: f"cluster/{second}"})
+    assert stored == {(topic, 0): 1}
