@@ -14,20 +14,20 @@ from tests.eventually import eventually_sync
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], timeout: float = 60.0) -> T | bool:
+def eventually(check: Callable[[], T], timeout: float = 60.0) -> T | None:
     """tests.eventually's wait, where a 422 counts as not yet (a query naming columns the first rows have not created
-    yet is refused until then) and a check that returns nothing holds once it stops raising AssertionError."""
+    yet is refused until then) and the check holds once it stops raising AssertionError, whatever it returns (a
+    DataFrame has no truth value)."""
 
-    def attempt() -> T | bool:
+    def attempt() -> list[T]:
         try:
-            value = check()
+            return [check()]
         except HeadraceError as exc:
             if exc.status != 422:
                 raise
             raise AssertionError(str(exc)) from exc
-        return True if value is None else value
 
-    return eventually_sync(attempt, timeout=timeout)
+    return eventually_sync(attempt, timeout=timeout)[0]
 
 
 @pytest.fixture
