@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 
 from headrace.query import ROW_SYSTEM_COLUMNS
 from tests.conftest import ADMIN, RunningPlatform
+from tests.eventually import eventually
 
 
 async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_name: str) -> None:
@@ -24,13 +24,10 @@ async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_nam
             assert 200 <= response.status < 300, await response.text()
             assert await response.json() == {"accepted": 1}
 
-    deadline = time.monotonic() + 15
-    rows: list = []
-    while time.monotonic() < deadline:
-        rows = await asyncio.to_thread(platform.cli_json, "storage", "query", storage_name)
-        if rows:
-            break
-        await asyncio.sleep(0.25)
+    async def queried() -> list:
+        return await asyncio.to_thread(platform.cli_json, "storage", "query", storage_name)
+
+    rows = await eventually(queried, what="the pushed event as a row")
     assert len(rows) == 1
     row = rows[0]
     assert row["key"] == "msg1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from headrace.platform.scratch import ScratchS3, ScratchSftp
 from headrace.postgres import quote_ident
 from headrace.settings import Settings
 from tests.conftest import s3_client
+from tests.eventually import eventually
 
 RECEIVED_AT = datetime(2021, 4, 8, 12, tzinfo=UTC)
 
@@ -72,8 +72,7 @@ async def settle(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         mark = await conn.fetchval("SELECT pg_current_xact_id()::text")  # a transaction of its own, committed
         query = "SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8"
-        while not await conn.fetchval(query, mark):  # noqa: ASYNC110 - the condition lives in Postgres
-            await asyncio.sleep(0.05)
+        await eventually(lambda: conn.fetchval(query, mark), what="every earlier transaction ended", interval=0.05)
 
 
 class SettlingRunner(ExportRunner):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import RunningPlatform
+from tests.eventually import eventually
 
 
 async def test_a_json_value_produced_to_the_ingest_topic_becomes_a_row(
@@ -23,11 +23,10 @@ async def test_a_json_value_produced_to_the_ingest_topic_becomes_a_row(
         await producer.send_and_wait(topic, orjson.dumps({"source": "kafka", "n": 7}))
     finally:
         await producer.stop()
-    rows: list = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not rows:
-        rows = await asyncio.to_thread(platform.cli_json, "storage", "query", storage_name)
-        if not rows:
-            await asyncio.sleep(0.3)
+
+    async def queried() -> list:
+        return await asyncio.to_thread(platform.cli_json, "storage", "query", storage_name)
+
+    rows = await eventually(queried, what="the produced value as a row")
     assert len(rows) == 1
     assert rows[0]["source"] == "kafka" and rows[0]["n"] == 7

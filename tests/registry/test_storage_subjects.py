@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -15,6 +14,7 @@ from headrace.catalog import Catalog
 from headrace.models.avro import KEY_ATTRIBUTE
 from headrace.registry import store
 from tests.conftest import ADMIN, TEST_ADMIN_TOKEN, RunningPlatform
+from tests.eventually import eventually
 
 
 def fields_of(schema_text: str) -> list[tuple[str, Any]]:
@@ -51,12 +51,12 @@ async def test_pushed_model_changes_are_registered(platform: RunningPlatform, st
         ):
             async with session.post(created["push_url"], json=event) as response:
                 assert response.status == 200, await response.text()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+
+            async def shown_at(version: int = version) -> dict[str, Any] | None:
                 shown = await asyncio.to_thread(platform.cli_json, "storage", "show", storage_name)
-                if shown["version"] >= version:
-                    break
-                await asyncio.sleep(0.25)
+                return shown if shown["version"] >= version else None
+
+            shown = await eventually(shown_at, what=f"model version {version}")
             assert shown["version"] == version
 
     client = SchemaRegistryClient(
