@@ -97,7 +97,7 @@ def _node(node: Mapping[str, Any], placed: Layout, selected: str | None) -> str:
     classes = ["node", kind, f"status-{_class(status) if status else 'none'}"]
     if node_id == selected:
         classes.append("selected")
-    left, top, right, bottom = placed.box(node_id)
+    left, top, _, _ = placed.box(node_id)
     (x, y), (w, h) = placed.positions[node_id], placed.sizes[node_id]
     if kind == "storage":
         title = [f"storage {name}"]
@@ -107,9 +107,7 @@ def _node(node: Mapping[str, Any], placed: Layout, selected: str | None) -> str:
         detail = f"{node.get('type') or 'step'} · {schedule_text(node.get('schedule'))}"
         title = [f"step {name}", f"type: {node.get('type') or '?'}", f"schedule: {schedule_text(node.get('schedule'))}"]
         title.append(f"last run: {status or 'never'}")
-        shape = (
-            f'<rect class="shape" x="{_num(left)}" y="{_num(top)}" width="{_num(w)}" height="{_num(h)}" rx="4"/>'
-        )
+        shape = f'<rect class="shape" x="{_num(left)}" y="{_num(top)}" width="{_num(w)}" height="{_num(h)}" rx="4"/>'
         lines = [(_short(name), "name", y - 3), (_short(detail, NAME_CHARS + 6), "detail", y + 13)]
     texts = "".join(
         f'<text class="{css}" x="{_num(x)}" y="{_num(baseline)}" text-anchor="middle">{_text(line)}</text>'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 Point = tuple[float, float]
@@ -88,9 +89,7 @@ def layout(
         backwards = (source, target) in flipped
         chain = chains[(target, source) if backwards else (source, target)]
         points = _points(chain, positions, sizes)
-        routes.append(
-            Route(source, target, kind, points[::-1] if backwards else points, tuple(chain[1:-1]), backwards)
-        )
+        routes.append(Route(source, target, kind, points[::-1] if backwards else points, tuple(chain[1:-1]), backwards))
     return Layout(positions, sizes, ranks, order, links, routes, width, height)
 
 
@@ -167,7 +166,7 @@ def _split(
             chain.append(dummy)
         chain.append(t)
         chains[(s, t)] = chain
-        links += zip(chain, chain[1:], strict=False)
+        links += pairwise(chain)
     return chains, links
 
 
@@ -323,7 +322,7 @@ def _place(order: list[list[str]], links: list[Pair], sizes: dict[str, Size]) ->
     """Vertical places by sweeps that pull each node to the weighted mean of its neighbours and then fit the rank
     to those wishes at minimum spacing; columns at a fixed pitch. Returns centres, width and height."""
     preds, succs = _neighbours(links)
-    gaps = [[_gap(a, b, sizes) for a, b in zip(rank, rank[1:], strict=False)] for rank in order]
+    gaps = [[_gap(a, b, sizes) for a, b in pairwise(rank)] for rank in order]
     y: dict[str, float] = {}
     for rank, rank_gaps in zip(order, gaps, strict=True):
         y.update(zip(rank, _fit([0.0] * len(rank), [1.0] * len(rank), rank_gaps), strict=True))
