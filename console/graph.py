@@ -12,7 +12,7 @@ from console.graph_layout import Layout, Point, Route, crossings, layout
 
 __all__ = ["Layout", "Route", "crossings", "layout", "render_flow_svg", "schedule_text"]
 
-NAME_CHARS = 22  # what fits a box's width at the default font size
+NAME_CHARS = 21  # what fits a box's width at the default font size
 TITLE_CHARS = 2000
 _CLASS_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -102,7 +102,7 @@ def _node(node: Mapping[str, Any], placed: Layout, selected: str | None) -> str:
     if kind == "storage":
         title = [f"storage {name}"]
         shape = _cylinder(left, top, w, h)
-        lines = [(_short(name), "name", y + 4)]
+        lines = [(_short(name), "name", y + 6)]
     else:
         detail = f"{node.get('type') or 'step'} · {schedule_text(node.get('schedule'))}"
         title = [f"step {name}", f"type: {node.get('type') or '?'}", f"schedule: {schedule_text(node.get('schedule'))}"]

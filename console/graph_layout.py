@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -11,7 +12,7 @@ Point = tuple[float, float]
 Size = tuple[float, float]
 Pair = tuple[str, str]
 
-NODE_SIZES: dict[str, Size] = {"storage": (176.0, 40.0), "step": (176.0, 50.0)}
+NODE_SIZES: dict[str, Size] = {"storage": (184.0, 40.0), "step": (184.0, 50.0)}
 RANK_GAP = 84.0  # room between two columns for the edges' curves and arrow heads
 NODE_GAP = 20.0  # between two boxes of a column
 DUMMY_GAP = 12.0  # between a box and an edge passing through its column, or two such edges
@@ -79,7 +80,7 @@ def layout(
     forward, flipped = _acyclic(ids, pairs)
     ranks = _rank(ids, forward)
     chains, links = _split(forward, ranks, sizes)
-    order = _order(_initial_order(ids, links, ranks), links)
+    order = min((_order(start, links) for start in _initial_orders(ids, links, ranks)), key=lambda o: _count(o, links))
     positions, width, height = _place(order, links, sizes)
     routes = []
     for source, target, kind in given:
@@ -173,8 +174,9 @@ def _split(
 # ---------------------------------------------------------------- ordering within ranks
 
 
-def _initial_order(ids: list[str], links: list[Pair], ranks: dict[str, int]) -> list[list[str]]:
-    """Ranks filled depth first from the sources, so that the nodes of one branch start next to each other."""
+def _initial_orders(ids: list[str], links: list[Pair], ranks: dict[str, int]) -> list[list[list[str]]]:
+    """Two starts for the sweeps: ranks filled depth first from the sources (the nodes of one branch start next to
+    each other), and the input's order (the one the caller chose, which the result then never does worse than)."""
     succs: dict[str, list[str]] = {}
     has_pred: set[str] = set()
     for s, t in links:
@@ -191,7 +193,10 @@ def _initial_order(ids: list[str], links: list[Pair], ranks: dict[str, int]) -> 
             seen.add(node)
             order[ranks[node]].append(node)
             stack += reversed(succs.get(node, []))
-    return order
+    given: list[list[str]] = [[] for _ in order]
+    for node in ids + [n for n in ranks if is_dummy(n)]:
+        given[ranks[node]].append(node)
+    return [order, given]
 
 
 def _neighbours(links: list[Pair]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -320,7 +325,8 @@ def _gap(a: str, b: str, sizes: dict[str, Size]) -> float:
 
 def _place(order: list[list[str]], links: list[Pair], sizes: dict[str, Size]) -> tuple[dict[str, Point], float, float]:
     """Vertical places by sweeps that pull each node to the weighted mean of its neighbours and then fit the rank
-    to those wishes at minimum spacing; columns at a fixed pitch. Returns centres, width and height."""
+    to those wishes at minimum spacing; columns at a fixed pitch. Returns centres (to a tenth of a pixel, as the
+    SVG writes them), width and height."""
     preds, succs = _neighbours(links)
     gaps = [[_gap(a, b, sizes) for a, b in pairwise(rank)] for rank in order]
     y: dict[str, float] = {}
@@ -347,12 +353,12 @@ def _place(order: list[list[str]], links: list[Pair], sizes: dict[str, Size]) ->
     top = min((y[n] - sizes[n][1] / 2 for n in y), default=0.0)
     bottom = max((y[n] + sizes[n][1] / 2 for n in y), default=0.0)
     positions = {
-        n: (MARGIN + r * (column + RANK_GAP) + column / 2, y[n] - top + MARGIN)
+        n: (MARGIN + r * (column + RANK_GAP) + column / 2, round(y[n] - top + MARGIN, 1))
         for r, rank in enumerate(order)
         for n in rank
     }
     width = 2 * MARGIN + len(order) * column + max(len(order) - 1, 0) * RANK_GAP
-    return positions, width, bottom - top + 2 * MARGIN
+    return positions, width, float(math.ceil(bottom - top + 2 * MARGIN))
 
 
 def _points(chain: list[str], positions: dict[str, Point], sizes: dict[str, Size]) -> tuple[Point, ...]:
