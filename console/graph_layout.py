@@ -254,28 +254,34 @@ def _count(order: list[list[str]], links: list[Pair]) -> int:
 
 
 def _transpose(order: list[list[str]], preds: dict[str, list[str]], succs: dict[str, list[str]]) -> None:
-    """Swap adjacent nodes of a rank while a swap removes crossings with either neighbouring rank."""
+    """Swap adjacent nodes of a rank while a swap removes crossings with either neighbouring rank. A pass revisits
+    only the ranks next to one that changed: the others' swaps were weighed against the same neighbours already."""
     index = {n: i for rank in order for i, n in enumerate(rank)}
 
-    def cost(v: str, w: str) -> int:
-        # Crossings between v's and w's edges with v above w.
+    def gain(v: str, w: str) -> int:
+        # Crossings of v's and w's edges with v above w, less those with w above v.
         total = 0
         for side in (preds, succs):
-            for a in side.get(v, []):
-                total += sum(1 for b in side.get(w, []) if index[a] > index[b])
+            theirs = [index[b] for b in side.get(w, ())]
+            for a in side.get(v, ()):
+                at = index[a]
+                total += sum(1 if at > b else -1 if at < b else 0 for b in theirs)
         return total
 
+    dirty = set(range(len(order)))
     for _ in range(2 * len(order) + 4):
-        improved = False
-        for rank in order:
+        changed: set[int] = set()
+        for r in sorted(dirty):
+            rank = order[r]
             for i in range(len(rank) - 1):
                 v, w = rank[i], rank[i + 1]
-                if cost(w, v) < cost(v, w):
+                if gain(v, w) > 0:
                     rank[i], rank[i + 1] = w, v
                     index[v], index[w] = i + 1, i
-                    improved = True
-        if not improved:
+                    changed.add(r)
+        if not changed:
             return
+        dirty = {n for r in changed for n in (r - 1, r, r + 1) if 0 <= n < len(order)}
 
 
 def _order(order: list[list[str]], links: list[Pair]) -> list[list[str]]:
