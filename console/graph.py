@@ -43,7 +43,12 @@ STYLE = """
 def render_flow_svg(graph: dict[str, Any], selected: str | None = None) -> str:
     """The graph route's JSON ({"flow", "nodes", "edges", …}) drawn as one `<svg>` element; `selected` is the id
     of the node to highlight (its edges too)."""
-    nodes = [n for n in graph.get("nodes") or [] if isinstance(n, Mapping) and "id" in n]
+    # A node listed twice would be drawn twice over itself: the first one counts.
+    unique: dict[str, Mapping[str, Any]] = {}
+    for node in graph.get("nodes") or []:
+        if isinstance(node, Mapping) and "id" in node:
+            unique.setdefault(str(node["id"]), node)
+    nodes = list(unique.values())
     edges = [e for e in graph.get("edges") or [] if isinstance(e, Mapping) and "from" in e and "to" in e]
     flow = str(graph.get("flow") or "")
     placed = layout(nodes, edges)

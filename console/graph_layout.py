@@ -17,6 +17,7 @@ RANK_GAP = 84.0  # room between two columns for the edges' curves and arrow head
 NODE_GAP = 20.0  # between two boxes of a column
 DUMMY_GAP = 12.0  # between a box and an edge passing through its column, or two such edges
 MARGIN = 16.0
+PORT_SPACING = 6.0  # between two edges leaving or entering one side of a box
 SWEEPS = 24
 PLACEMENT_ROUNDS = 16
 DUMMY = "\x00dummy"  # no node id of the flows API starts with a NUL
@@ -82,6 +83,7 @@ def layout(
     chains, links = _split(forward, ranks, sizes)
     order = min((_order(start, links) for start in _initial_orders(ids, links, ranks)), key=lambda o: _count(o, links))
     positions, width, height = _place(order, links, sizes)
+    ports = _ports(chains, positions, sizes)
     routes = []
     for source, target, kind in given:
         if source == target:
@@ -89,7 +91,7 @@ def layout(
             continue
         backwards = (source, target) in flipped
         chain = chains[(target, source) if backwards else (source, target)]
-        points = _points(chain, positions, sizes)
+        points = _points(chain, positions, sizes, ports[chain[0], chain[-1]])
         routes.append(Route(source, target, kind, points[::-1] if backwards else points, tuple(chain[1:-1]), backwards))
     return Layout(positions, sizes, ranks, order, links, routes, width, height)
 
@@ -367,15 +369,37 @@ def _place(order: list[list[str]], links: list[Pair], sizes: dict[str, Size]) ->
     return positions, width, float(math.ceil(bottom - top + 2 * MARGIN))
 
 
-def _points(chain: list[str], positions: dict[str, Point], sizes: dict[str, Size]) -> tuple[Point, ...]:
+def _ports(
+    chains: dict[Pair, list[str]], positions: dict[str, Point], sizes: dict[str, Size]
+) -> dict[Pair, tuple[float, float]]:
+    """Where each edge leaves its source's box and enters its target's, as offsets from the side's middle: a box's
+    edges spread over its side in the order of where they go, so that arrow heads do not pile up on one point."""
+    leaving: dict[str, list[tuple[float, Pair]]] = {}
+    entering: dict[str, list[tuple[float, Pair]]] = {}
+    for pair, chain in chains.items():
+        leaving.setdefault(chain[0], []).append((positions[chain[1]][1], pair))
+        entering.setdefault(chain[-1], []).append((positions[chain[-2]][1], pair))
+    ports: dict[Pair, list[float]] = {pair: [0.0, 0.0] for pair in chains}
+    for side, ends in ((0, leaving), (1, entering)):
+        for node, found in ends.items():
+            found.sort()
+            spread = min(PORT_SPACING, sizes[node][1] * 0.6 / max(len(found) - 1, 1))
+            for i, (_, pair) in enumerate(found):
+                ports[pair][side] = (i - (len(found) - 1) / 2) * spread
+    return {pair: (out, into) for pair, (out, into) in ports.items()}
+
+
+def _points(
+    chain: list[str], positions: dict[str, Point], sizes: dict[str, Size], ports: tuple[float, float]
+) -> tuple[Point, ...]:
     """From the right side of the chain's first box, across each dummy's column, to the left side of its last."""
     column = max(w for w, _ in sizes.values())
     (x0, y0), (x1, y1) = positions[chain[0]], positions[chain[-1]]
-    points = [(x0 + sizes[chain[0]][0] / 2, y0)]
+    points = [(x0 + sizes[chain[0]][0] / 2, y0 + ports[0])]
     for dummy in chain[1:-1]:
         x, y = positions[dummy]
         points += [(x - column / 2, y), (x + column / 2, y)]
-    points.append((x1 - sizes[chain[-1]][0] / 2, y1))
+    points.append((x1 - sizes[chain[-1]][0] / 2, y1 + ports[1]))
     return tuple(points)
 
 

@@ -311,3 +311,20 @@ def test_any_dag_is_drawn_left_to_right_without_overlap(graph: dict[str, Any]) -
     svg = parse(render_flow_svg(graph))
     assert {g.get("data-id") for g in svg.iter(f"{SVG}g") if g.get("data-id")} == {n["id"] for n in graph["nodes"]}
     assert len([p for p in svg.iter(f"{SVG}path") if p.get("data-from")]) == len(graph["edges"])
+
+
+def test_a_node_listed_twice_is_drawn_once_and_edges_to_unknown_nodes_are_left_out() -> None:
+    graph = {
+        "flow": "f",
+        "nodes": [step("a"), step("b"), step("a", type="python")],
+        "edges": [
+            {"from": "step:a", "to": "step:b", "kind": "needs"},
+            {"from": "step:a", "to": "step:gone", "kind": "needs"},
+        ],
+    }
+    svg = parse(render_flow_svg(graph))
+    assert [g.get("data-id") for g in svg.iter(f"{SVG}g") if g.get("data-id")] == ["step:a", "step:b"]
+    assert texts_of(svg, "step:a")[1].startswith("etl")
+    assert [(p.get("data-from"), p.get("data-to")) for p in svg.iter(f"{SVG}path") if p.get("data-from")] == [
+        ("step:a", "step:b")
+    ]
