@@ -328,3 +328,15 @@ def test_a_node_listed_twice_is_drawn_once_and_edges_to_unknown_nodes_are_left_o
     assert [(p.get("data-from"), p.get("data-to")) for p in svg.iter(f"{SVG}path") if p.get("data-from")] == [
         ("step:a", "step:b")
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)))))
+def test_any_graph_even_with_cycles_is_drawn_whole(pairs: list[tuple[int, int]]) -> None:
+    names = sorted({f"n{i}" for pair in pairs for i in pair}) or ["n0"]
+    graph = plain([(f"n{a}", f"n{b}") for a, b in pairs], names)
+    placed = laid_out(graph)
+    assert_no_overlap(placed)
+    assert len(placed.routes) == len(pairs)
+    svg = parse(render_flow_svg(graph))
+    assert len([p for p in svg.iter(f"{SVG}path") if p.get("data-from")]) == len(pairs)
