@@ -179,14 +179,10 @@ def _split(
 def _initial_orders(ids: list[str], links: list[Pair], ranks: dict[str, int]) -> list[list[list[str]]]:
     """Two starts for the sweeps: ranks filled depth first from the sources (the nodes of one branch start next to
     each other), and the input's order (the one the caller chose, which the result then never does worse than)."""
-    succs: dict[str, list[str]] = {}
-    has_pred: set[str] = set()
-    for s, t in links:
-        succs.setdefault(s, []).append(t)
-        has_pred.add(t)
+    preds, succs = _neighbours(links)
     order: list[list[str]] = [[] for _ in range(max(ranks.values(), default=-1) + 1)]
     seen: set[str] = set()
-    for root in [n for n in ids if n not in has_pred] + ids:
+    for root in [n for n in ids if n not in preds] + ids:
         stack = [root]
         while stack:
             node = stack.pop()
@@ -216,8 +212,6 @@ def _median(values: list[float]) -> float:
     mid = len(values) // 2
     if len(values) % 2:
         return values[mid]
-    if len(values) == 2:
-        return (values[0] + values[1]) / 2
     left, right = values[mid - 1] - values[0], values[-1] - values[mid]
     if left + right == 0:
         return (values[mid - 1] + values[mid]) / 2
@@ -241,10 +235,7 @@ def _between(upper: list[str], lower: list[str], links: Sequence[Pair]) -> int:
     top = {n: i for i, n in enumerate(upper)}
     bottom = {n: i for i, n in enumerate(lower)}
     ends = sorted((top[s], bottom[t]) for s, t in links if s in top and t in bottom)
-    found = 0
-    for i, (a, b) in enumerate(ends):
-        found += sum(1 for c, d in ends[i + 1 :] if c > a and d < b)
-    return found
+    return sum(1 for i, (a, b) in enumerate(ends) for c, d in ends[i + 1 :] if c > a and d < b)
 
 
 def _count(order: list[list[str]], links: list[Pair]) -> int:
@@ -371,7 +362,7 @@ def _place(order: list[list[str]], links: list[Pair], sizes: dict[str, Size]) ->
 
 def _ports(
     chains: dict[Pair, list[str]], positions: dict[str, Point], sizes: dict[str, Size]
-) -> dict[Pair, tuple[float, float]]:
+) -> dict[Pair, list[float]]:
     """Where each edge leaves its source's box and enters its target's, as offsets from the side's middle: a box's
     edges spread over its side in the order of where they go, so that arrow heads do not pile up on one point."""
     leaving: dict[str, list[tuple[float, Pair]]] = {}
@@ -386,11 +377,11 @@ def _ports(
             spread = min(PORT_SPACING, sizes[node][1] * 0.6 / max(len(found) - 1, 1))
             for i, (_, pair) in enumerate(found):
                 ports[pair][side] = (i - (len(found) - 1) / 2) * spread
-    return {pair: (out, into) for pair, (out, into) in ports.items()}
+    return ports
 
 
 def _points(
-    chain: list[str], positions: dict[str, Point], sizes: dict[str, Size], ports: tuple[float, float]
+    chain: list[str], positions: dict[str, Point], sizes: dict[str, Size], ports: list[float]
 ) -> tuple[Point, ...]:
     """From the right side of the chain's first box, across each dummy's column, to the left side of its last."""
     column = max(w for w, _ in sizes.values())
