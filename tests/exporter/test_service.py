@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import aiohttp
 import orjson
-
 from prometheus_client import REGISTRY
 
 from exporter import metrics

@@ -71,7 +71,6 @@ _STEP_COLUMNS = (
 )
 
 
-
 def expected_interval(schedule: Schedule | None) -> float | None:
     """The longest a schedule leaves between two runs, in seconds: what an "overdue" alert allows for."""
     if schedule is None:
@@ -96,6 +95,7 @@ def _longest_cron_gap(cron: str) -> float:
         if following > end:
             return longest
         previous = following
+
 
 class FlowStore:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
