@@ -97,7 +97,8 @@ def test_the_rules_and_the_example_config_pass_promtool_checks(promtool: str) ->
 
 
 def test_the_alerts_fire_on_synthetic_series(promtool: str) -> None:
-    # Lag growing, an export failing (its first failure too) and overdue, a dead letter, a restart: alerts_test.yml.
+    # Lag growing, an export or a flow failing (a first failure too) and overdue, a dead letter, a restart, and
+    # what must not alert (steady lag, old failures, a Prometheus that just started): alerts_test.yml.
     tested = run(promtool, "test", "rules", str(PROMETHEUS / "alerts_test.yml"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
