@@ -224,6 +224,14 @@ class ExportStore:
         if deleted is None:
             raise ExportNotFound(f"no export named {name!r}")
 
+    async def last_live_successes(self) -> dict[uuid.UUID, datetime]:
+        """When each export's latest live run that did not fail ended (what the last-success gauge says)."""
+        rows = await self.pool.fetch(
+            "SELECT export_id, max(finished_at) AS at FROM headrace.export_runs"
+            " WHERE kind = 'live' AND status IN ('succeeded', 'empty') AND finished_at IS NOT NULL GROUP BY export_id"
+        )
+        return {r["export_id"]: r["at"] for r in rows}
+
     async def runs(self, export: Export, limit: int = 20) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT id, kind, trigger, status, started_at, finished_at, files, rows, bytes, dropped_privacy,"

@@ -25,3 +25,8 @@ DURATION = Histogram(
 LAST_SUCCESS = Gauge(
     "headrace_export_last_success_timestamp_seconds", "When the export's last run succeeded (Unix time)", ["export"]
 )
+SCHEDULE_INTERVAL = Gauge(
+    "headrace_export_schedule_interval_seconds",
+    "How often the scheduler runs the export (its frequency); absent for an export that is not scheduled",
+    ["export"],
+)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from exporter import metrics
 from exporter.definitions import Export, ExportStore
 from exporter.runs import ExportRunner, RunFailed, RunInProgress
 
@@ -37,12 +38,15 @@ class Scheduler:
         self.clock = clock
         self.seen_slots: dict[uuid.UUID, int] = {}
         self.running: dict[uuid.UUID, asyncio.Task] = {}
+        self.scheduled_names: set[str] = set()
+        self._seeded = False
 
     async def tick(self, now: datetime) -> list[asyncio.Task]:
         """Start the runs due at `now`; an export seen for the first time waits for its next boundary."""
         started = []
         exports = await self.store.list()
         self.seen_slots = {e.id: self.seen_slots[e.id] for e in exports if e.id in self.seen_slots}
+        await self._show_schedules(exports)
         for export in exports:
             if not export.definition.scheduled:
                 continue
@@ -58,6 +62,23 @@ class Scheduler:
             self.running[export.id] = task
             started.append(task)
         return started
+
+    async def _show_schedules(self, exports: list[Export]) -> None:
+        """The gauges an "export overdue" alert compares: each scheduled export's frequency, and its last success
+        as recorded in Postgres once at start (the runner keeps it current after), so a restart does not hide it."""
+        if not self._seeded:
+            last = await self.store.last_live_successes()
+            for export in exports:
+                if export.id in last:
+                    metrics.LAST_SUCCESS.labels(export.name).set(last[export.id].timestamp())
+            self._seeded = True
+        scheduled = {e.name: e.definition.frequency_minutes * 60 for e in exports if e.definition.scheduled}
+        for name in self.scheduled_names - scheduled.keys():
+            # Deleted or no longer scheduled: nothing is due any more, so nothing can be overdue.
+            metrics.SCHEDULE_INTERVAL.remove(name)
+        for name, seconds in scheduled.items():
+            metrics.SCHEDULE_INTERVAL.labels(name).set(seconds)
+        self.scheduled_names = set(scheduled)
 
     async def _run(self, export: Export) -> None:
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS_ACCEPTED = Counter("headrace_ingest_events_accepted_total", "Events Kafka acknowledged for a push")
+EVENTS_ACCEPTED = Counter(
+    "headrace_ingest_events_accepted_total", "Events Kafka acknowledged for a push, by storage", ["storage"]
+)
 EVENTS_REJECTED = Counter(
     "headrace_ingest_events_rejected_total",
     "Events refused, by reason (a body that never split into events counts as one)",

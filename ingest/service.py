@@ -218,7 +218,6 @@ class IngestService(HttpService):
         try:
             with self.budget.reservation() as reservation:
                 accepted = await self._accept(request, resolve, reservation)
-            metrics.EVENTS_ACCEPTED.inc(accepted)
             return json_response({"accepted": accepted})
         except PushRefused as refused:
             metrics.EVENTS_REJECTED.labels(refused.reason).inc(refused.events)
@@ -254,6 +253,7 @@ class IngestService(HttpService):
         del records  # the events hold what Kafka needs; the parsed records can go before the produce waits
         accepted = len(events)
         await self._produce(self.topics.ingest(storage.name), events, received_ms)
+        metrics.EVENTS_ACCEPTED.labels(storage.name).inc(accepted)
         return accepted
 
     async def _produce(self, topic: str, events: list[Event], received_ms: int) -> None:

@@ -20,7 +20,11 @@ DUPLICATES = Counter(
     ["storage"],
 )
 BATCHES = Counter("headrace_transform_batches_total", "Batches applied or failed", ["storage", "result"])
-DEAD_LETTERS = Counter("headrace_transform_dead_letters_total", "Events sent to the dead-letter topic", ["reason"])
+DEAD_LETTERS = Counter(
+    "headrace_transform_dead_letters_total",
+    "Events sent to the dead-letter topic, by the storage of the topic they came from and reason",
+    ["storage", "reason"],
+)
 ISOLATED = Counter(
     "headrace_transform_isolated_events_total",
     "Events a failed write was narrowed down to, set aside so the partition moves on",
@@ -50,6 +54,6 @@ BATCH_SECONDS = Histogram(
 CONSUMER_LAG = Gauge(
     "headrace_transform_consumer_lag",
     "Events in a partition not yet written (highwater - position)",
-    ["topic", "partition"],
+    ["storage", "topic", "partition"],
 )
 EVENT_IDS_PRUNED = Counter("headrace_transform_event_ids_pruned_total", "Event ids forgotten past the window")

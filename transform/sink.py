@@ -52,7 +52,9 @@ class _Rebalance(ConsumerRebalanceListener):
             # A deleted storage's topic is revoked: a storage of the same name created later is another storage.
             self.sink.forget_storage(tp.topic)
             try:
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+                metrics.CONSUMER_LAG.remove(
+                    self.sink.topics.storage_of_ingest_topic(tp.topic), tp.topic, str(tp.partition)
+                )
             except KeyError:
                 pass
 
@@ -198,7 +200,9 @@ class StorageSink(mode.Service):
             highwater = self.consumer.highwater(tp)
             position = self.positions.committed.get((tp.topic, tp.partition))
             if highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - (position or 0), 0))
+                storage = self.topics.storage_of_ingest_topic(tp.topic)
+                lag = max(highwater - (position or 0), 0)
+                metrics.CONSUMER_LAG.labels(storage, tp.topic, str(tp.partition)).set(lag)
 
     async def _storage(self, topic: str) -> Storage | None:
         name = self.topics.storage_of_ingest_topic(topic)
@@ -286,7 +290,8 @@ class StorageSink(mode.Service):
         assert self.producer is not None
         futures = []
         for message, reason in dead:
-            metrics.DEAD_LETTERS.labels(reason.split(":")[0][:60]).inc()
+            storage = self.topics.storage_of_ingest_topic(message.topic)
+            metrics.DEAD_LETTERS.labels(storage, reason.split(":")[0][:60]).inc()
             headers = [
                 *(message.headers or ()),
                 (REASON_HEADER, reason.encode()),

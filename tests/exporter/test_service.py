@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import aiohttp
 import orjson
+from prometheus_client import REGISTRY
 
+from exporter import metrics
 from exporter.definitions import ExportStore
 from exporter.runs import ExportRunner
 from exporter.scheduler import Scheduler
@@ -41,6 +43,19 @@ async def test_scheduler_starts_a_run_at_each_boundary(
     assert [(r["trigger"], r["status"], r["rows"]) for r in runs] == [("schedule", "succeeded", 4)]
     assert len(data_keys(await s3_objects(s3_server, bucket))) == 2
     await scheduler.stop()
+    # What an "export overdue" alert compares: the schedule's interval, and the last success, which a scheduler
+    # started afresh (a restarted exporter) reads back from the recorded runs.
+    labels = {"export": export.name}
+    assert REGISTRY.get_sample_value("headrace_export_schedule_interval_seconds", labels) == 15 * 60
+    metrics.LAST_SUCCESS.remove(export.name)
+    restarted = Scheduler(store, runner)
+    await restarted.tick(datetime(2030, 1, 1, 10, 16, tzinfo=UTC))
+    [run] = await store.runs(export)
+    finished = datetime.fromisoformat(run["finished_at"]).timestamp()
+    assert REGISTRY.get_sample_value("headrace_export_last_success_timestamp_seconds", labels) == finished
+    await store.delete(export.name)
+    await restarted.tick(datetime(2030, 1, 1, 10, 17, tzinfo=UTC))
+    assert REGISTRY.get_sample_value("headrace_export_schedule_interval_seconds", labels) is None
 
 
 async def test_cli_and_http_api(

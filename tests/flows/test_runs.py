@@ -7,11 +7,16 @@ import uuid
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
+from headrace.flows.definitions import Schedule
 from headrace.settings import Settings
 from tests.eventually import eventually
 from tests.flows.conftest import apply, last_attempts, load_rows, rows_of, run_now
+from transform.flows import metrics
+from transform.flows.scheduler import FlowScheduler
 from transform.flows.service import Flows
+from transform.flows.store import expected_interval
 
 
 def unique(prefix: str) -> str:
@@ -109,8 +114,30 @@ async def test_a_scheduled_flow_runs_by_itself(settings: Settings, pool: asyncpg
             return len(done) >= 2
 
         await eventually(two_runs, timeout=30, what="two scheduled runs")
+        # What a "flow overdue" alert compares: the schedule's interval, and the last success, which a scheduler
+        # started afresh (a restarted transform) reads back from the recorded runs.
+        await flows.scheduler.show_schedules()
+        labels = {"flow": flow}
+        assert REGISTRY.get_sample_value("headrace_flow_schedule_interval_seconds", labels) == 1
+        metrics.LAST_SUCCESS.remove(flow)
+        await FlowScheduler(flows.store, flows.runner, 1).show_schedules()
+        last = await pool.fetchval(
+            "SELECT max(finished_at) FROM headrace.flow_runs WHERE flow_id = $1 AND status = 'succeeded'", stored.id
+        )
+        assert REGISTRY.get_sample_value("headrace_flow_last_success_timestamp_seconds", labels) == last.timestamp()
+        await flows.store.delete(flow)
+        await flows.scheduler.show_schedules()
+        assert REGISTRY.get_sample_value("headrace_flow_schedule_interval_seconds", labels) is None
     finally:
         await flows.stop()
+
+
+def test_the_expected_interval_of_a_schedule_is_its_longest_gap() -> None:
+    assert expected_interval(None) is None
+    assert expected_interval(Schedule(every_seconds=30)) == 30
+    assert expected_interval(Schedule(cron="*/15 * * * *")) == 15 * 60
+    # Weekdays at nine: the weekend leaves three days, which must not count as overdue.
+    assert expected_interval(Schedule(cron="0 9 * * 1-5")) == 3 * 86400
 
 
 async def test_an_incremental_step_reads_only_rows_written_since_its_last_run(flows: Flows, pool: asyncpg.Pool) -> None:

@@ -197,7 +197,7 @@ async def test_metrics_count_events_bytes_and_latency(ingest: HostedIngest, targ
     async with aiohttp.ClientSession(headers=ADMIN) as session, session.get(f"{ingest.url}/metrics") as response:
         text = await response.text()
     for name in (
-        "headrace_ingest_events_accepted_total",
+        f'headrace_ingest_events_accepted_total{{storage="{target.name}"}} 2.0',
         'headrace_ingest_events_rejected_total{reason="not_an_object"}',
         "headrace_ingest_received_bytes_total",
         "headrace_ingest_push_duration_seconds_bucket",

@@ -132,6 +132,17 @@ async def test_poison_event_goes_to_dead_letters_and_the_partition_moves_on(
     assert reasons[poison].startswith("not JSON")
     assert reasons[b"[1, 2]"] == "not a JSON object but list"
     assert dict(dead[0].headers)["hr-source"].decode().startswith(lab.topics.ingest(storage_name) + ":2:")
+    # Counted by the storage of the topic they came from (what the dead-letter alert names), and the storage's lag
+    # is shown by storage too.
+    text = await lab.workers[0].metrics()
+    mine = [line for line in text.splitlines() if f'storage="{storage_name}"' in line]
+    dead_counts = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in mine
+        if line.startswith("headrace_transform_dead_letters_total{")
+    }
+    assert dead_counts == {"not JSON": 1, "not a JSON object but list": 1}
+    assert any(line.startswith("headrace_transform_consumer_lag{") for line in mine)
 
 
 async def test_a_value_postgres_refuses_everywhere_is_dead_lettered_and_the_rest_land(

@@ -20,4 +20,9 @@ DURATION = Histogram(
 LAST_SUCCESS = Gauge(
     "headrace_flow_last_success_timestamp_seconds", "When the flow last succeeded (Unix time)", ["flow"]
 )
+SCHEDULE_INTERVAL = Gauge(
+    "headrace_flow_schedule_interval_seconds",
+    "The longest the flow's schedule leaves between two runs; absent for a flow without a schedule",
+    ["flow"],
+)
 RUNNING = Gauge("headrace_flow_runs_in_progress", "Flow runs going on in this instance")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -68,6 +69,32 @@ _STEP_COLUMNS = (
     "step, attempt, status, started_at, finished_at, rows_read, rows_written, sql, parameters, model_change, error,"
     ' transient, "values", output'
 )
+
+
+def expected_interval(schedule: Schedule | None) -> float | None:
+    """The longest a schedule leaves between two runs, in seconds: what an "overdue" alert allows for."""
+    if schedule is None:
+        return None
+    if schedule.cron is None:
+        assert schedule.every_seconds is not None
+        return schedule.every_seconds
+    return _longest_cron_gap(schedule.cron)
+
+
+@functools.lru_cache(maxsize=256)
+def _longest_cron_gap(cron: str) -> float:
+    # Over a week of fire times, so that a weekday-only schedule allows for its weekend; at least one gap, so
+    # that a monthly one counts its month. A minutely cron is 10080 steps, ~0.2 s once per expression.
+    times = croniter(cron, datetime.now(UTC))
+    previous = times.get_next(datetime)
+    end = previous + timedelta(days=7)
+    longest = 0.0
+    while True:
+        following = times.get_next(datetime)
+        longest = max(longest, (following - previous).total_seconds())
+        if following > end:
+            return longest
+        previous = following
 
 
 class FlowStore:
@@ -137,6 +164,14 @@ class FlowStore:
         return claimed
 
     # ------------------------------------------------------------ run history
+
+    async def last_successes(self) -> dict[uuid.UUID, datetime]:
+        """When each flow's latest successful run ended (what the last-success gauge says)."""
+        rows = await self.pool.fetch(
+            "SELECT flow_id, max(finished_at) AS at FROM headrace.flow_runs"
+            " WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY flow_id"
+        )
+        return {r["flow_id"]: r["at"] for r in rows}
 
     async def new_run(
         self, flow_id: uuid.UUID, trigger: str, params: dict[str, Any], rerun_of: uuid.UUID | None
