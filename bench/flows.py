@@ -116,7 +116,8 @@ async def run(env: BenchEnv) -> list[Figure]:
         pool,
         "bench_sales",
         {"customer_id": ColumnType.INTEGER, "product_id": ColumnType.INTEGER, "quantity": ColumnType.INTEGER},
-        f"SELECT i % 50000, 1 + (i * 7) % {PRODUCTS}, 1 + i % 5 FROM generate_series(1, {ROWS}) i",
+        # Each customer's 20 sales (i = c + 50000k) go to 20 products of 20 different categories: 37k + 7c mod 20.
+        f"SELECT i % 50000, 1 + (i / 50000 * 37 + i * 7) % {PRODUCTS}, 1 + i % 5 FROM generate_series(1, {ROWS}) i",
     )
     flows = await Flows.start(settings)
     figures: list[Figure] = []
