@@ -21,7 +21,8 @@ CONTENT_SECURITY_POLICY = (
 ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("console", "templates"),
     autoescape=True,
-    undefined=jinja2.StrictUndefined,
+    # The APIs leave out what a definition does not set: a missing key shows as nothing, not as an error.
+    undefined=jinja2.ChainableUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
