@@ -23,11 +23,11 @@ class FlowPages:
         self.backend = backend
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/flows", self.list)
+        router.add_get("/flows", self.index)
         router.add_get("/flows/{name}", self.show)
         router.add_post("/flows/{name}/run", self.run)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def index(self, request: web.Request) -> web.Response:
         flows = await self.backend.get("transform", "/api/flows")
         return render(request, "flows.html", flows=flows)
 
@@ -113,7 +113,7 @@ def _node_info(graph: dict[str, Any], node: str | None) -> dict[str, Any] | None
     """The selected node with the nodes it reads from and writes to."""
     if node is None:
         return None
-    found = next((n for n in graph.get("nodes", []) if n.get("id") == node), None)
+    found: dict[str, Any] | None = next((n for n in graph.get("nodes", []) if n.get("id") == node), None)
     if found is None:
         return None
     edges = graph.get("edges", [])

@@ -44,7 +44,7 @@ class StoragePages:
         self.backend = backend
 
     def register(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/storages", self.list)
+        router.add_get("/storages", self.index)
         router.add_post("/storages", self.create)
         router.add_get("/storages/{name}", self.show)
         router.add_post("/storages/{name}/lock", self.lock)
@@ -52,7 +52,7 @@ class StoragePages:
         router.add_post("/storages/{name}/token", self.rotate)
         router.add_post("/storages/{name}/replay", self.replay)
 
-    async def list(self, request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    async def index(self, request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
         storages = await self.backend.get("ingest", "/api/storages", params={"stats": "true"})
         return render(request, "storages.html", status=status, storages=storages, load_modes=LOAD_MODES, error=error)
 
@@ -67,11 +67,11 @@ class StoragePages:
                 "ingest", "/api/storages", {"name": name, "primary_key": key, "load_mode": mode}
             )
         except FormError as exc:
-            return await self.list(request, str(exc), 422)
+            return await self.index(request, str(exc), 422)
         except BackendError as exc:
             if exc.status >= 500:
                 raise
-            return await self.list(request, exc.message, exc.status)
+            return await self.index(request, exc.message, exc.status)
         # The only time the token is shown: this answer, not a page anyone can load again.
         return await self.page(request, name, push_url=created["push_url"], notice="Storage created.")
 

@@ -168,11 +168,10 @@ class Catalog:
             for i, s in enumerate(storages)
         ]
         found = await self.pool.fetch(" UNION ALL ".join(parts), *(s.id for s in storages))
-        waiting = dict(
-            await self.pool.fetch(
-                "SELECT storage_id, count(*) FROM headrace.rejected_rows WHERE replayed_at IS NULL GROUP BY storage_id"
-            )
+        rejected = await self.pool.fetch(
+            "SELECT storage_id, count(*) FROM headrace.rejected_rows WHERE replayed_at IS NULL GROUP BY storage_id"
         )
+        waiting: dict[uuid.UUID, int] = {r["storage_id"]: r["count"] for r in rejected}
         return {
             r["id"]: {"rows": r["rows"], "last_write": r["last_write"], "rejected_waiting": waiting.get(r["id"], 0)}
             for r in found

@@ -56,7 +56,7 @@ async def page(anonymous: Page, console_url: str) -> Page:
 
 
 async def screenshot(page: Page, name: str) -> None:
-    """The page as a reviewer sees it at 1280×800, into docs/screenshots/ (committed)."""
+    """The page as a reviewer sees it at 1280x800, into docs/screenshots/ (committed)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 

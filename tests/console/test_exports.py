@@ -24,9 +24,8 @@ async def test_an_export_run_from_the_page_and_its_files(
     await push(created["push_url"], str(events).replace("'", '"').encode())
 
     async def written() -> bool:
-        found = await api(
-            platform, "POST", "ingest", f"/api/storages/{storage_name}/query", json={"aggregates": {"n": ["count", "*"]}}
-        )
+        count = {"aggregates": {"n": ["count", "*"]}}
+        found = await api(platform, "POST", "ingest", f"/api/storages/{storage_name}/query", json=count)
         return bool(found["rows"] and found["rows"][0][0] == 2)
 
     await eventually(written, 60, "the two events written")
