@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from console.backend import Backend, BackendError
 from console.rendering import render
@@ -21,17 +21,29 @@ LAG = "headrace_transform_consumer_lag"
 DEAD_LETTERS = "headrace_transform_dead_letters_total"
 # A rate needs two scrapes at least this far apart; a reload sooner shows the rate of the previous pair.
 MIN_INTERVAL_SECONDS = 1.0
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def samples(text: str | None) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of a Prometheus text exposition, as (name, labels, value)."""
-    if not text:
-        return []
-    return [
-        (sample.name, dict(sample.labels), float(sample.value))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
+def samples(text: str | None, names: frozenset[str]) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of these metrics in a Prometheus text exposition, as (name, labels, value).
+
+    Only the lines of the wanted metrics are parsed: a full parse of transform's exposition (histograms per storage)
+    costs more than the rest of the page.
+    """
+    found = []
+    for line in (text or "").splitlines():
+        if not line.startswith(tuple(names)):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        if name not in names:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        found.append((name, dict(LABEL.findall(labels)), number))
+    return found
 
 
 def total(found: list[tuple[str, dict[str, str], float]], name: str) -> float | None:
@@ -91,15 +103,16 @@ class OverviewPage:
 
     async def show(self, request: web.Request) -> web.Response:
         others = [s for s in SERVICES if s != "console"]
-        services = await asyncio.gather(*(self._service(name) for name in others))
         found = await self.backend.gather(
+            services=asyncio.gather(*(self._service(name) for name in others)),
             ingest=self.backend.text("ingest", "/metrics"),
             transform=self.backend.text("transform", "/metrics"),
             storages=self.backend.get("ingest", "/api/storages", params={"stats": "true"}),
             exports=self.backend.get("exporter", "/api/exports"),
             flows=self.backend.get("transform", "/api/flows"),
         )
-        ingest, transform = samples(found["ingest"]), samples(found["transform"])
+        ingest = samples(found["ingest"], frozenset({EVENTS_IN}))
+        transform = samples(found["transform"], frozenset({ROWS_WRITTEN, LAG, DEAD_LETTERS}))
         lag: dict[str, float] = defaultdict(float)
         for name, labels, value in transform:
             if name == LAG and "topic" in labels:
@@ -110,7 +123,7 @@ class OverviewPage:
         return render(
             request,
             "overview.html",
-            services=services,
+            services=found["services"],
             events_per_second=self.rates.rate("events", total(ingest, EVENTS_IN)),
             rows_per_second=self.rates.rate("rows", total(transform, ROWS_WRITTEN)),
             lag=sorted(lag.items()),

@@ -156,15 +156,16 @@ class Catalog:
         return [Storage.from_row(r) for r in rows]
 
     async def stats(self, storages: builtins.list[Storage]) -> dict[uuid.UUID, dict[str, Any]]:
-        """Per storage, its rows (Postgres' live-tuple statistic: an estimate, free to read), its last write (the
-        write time of the row of the latest transaction, read through the `_xid` index) and its rejected rows not
-        replayed yet: two statements for all of them."""
+        """Per storage, its rows (Postgres' live-tuple statistic, an estimate, read by its function: the view
+        pg_stat_user_tables would compute every table's statistics for each storage), its last write (the write time
+        of the row of the latest transaction, read through the `_xid` index) and its rejected rows not replayed yet:
+        two statements for all of them."""
         if not storages:
             return {}
         parts = [
             f"SELECT ${i + 1}::uuid AS id,"
             f" (SELECT _inserted_at FROM {s.qualified_table} ORDER BY _xid DESC LIMIT 1) AS last_write,"
-            f" (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = '{s.qualified_table}'::regclass) AS rows"
+            f" pg_stat_get_live_tuples('{s.qualified_table}'::regclass) AS rows"
             for i, s in enumerate(storages)
         ]
         found = await self.pool.fetch(" UNION ALL ".join(parts), *(s.id for s in storages))
