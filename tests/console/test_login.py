@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 from playwright.async_api import Page, expect
 
-from tests.conftest import TEST_ADMIN_TOKEN
+from tests.conftest import TEST_ADMIN_TOKEN, RunningPlatform
 from tests.console.conftest import screenshot
 
 
@@ -59,3 +59,10 @@ async def test_a_post_without_the_csrf_token_is_refused(console_url: str) -> Non
         for path in ("/healthz", "/readyz", "/metrics"):
             async with aiohttp.ClientSession() as anonymous, anonymous.get(console_url + path) as response:
                 assert response.status == 200
+
+
+def test_headrace_up_prints_the_console_and_status_lists_it(platform: RunningPlatform, console_url: str) -> None:
+    assert f"console          {console_url}" in platform.output
+    status = platform.cli_json("status")
+    assert isinstance(status, dict)
+    assert status["services"]["console"]["url"] == console_url and status["services"]["console"]["ready"]
