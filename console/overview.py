@@ -46,9 +46,12 @@ def samples(text: str | None, names: frozenset[str]) -> list[tuple[str, dict[str
     return found
 
 
-def total(found: list[tuple[str, dict[str, str], float]], name: str) -> float | None:
-    values = [value for sample, _, value in found if sample == name]
-    return sum(values) if values else None
+def total(text: str | None, found: list[tuple[str, dict[str, str], float]], name: str) -> float | None:
+    """A counter summed over its labels; 0 when the service answered without it (a labelled counter shows no
+    sample before its first increment), None when the service did not answer."""
+    if text is None:
+        return None
+    return sum(value for sample, _, value in found if sample == name)
 
 
 class Rates:
@@ -124,10 +127,10 @@ class OverviewPage:
             request,
             "overview.html",
             services=found["services"],
-            events_per_second=self.rates.rate("events", total(ingest, EVENTS_IN)),
-            rows_per_second=self.rates.rate("rows", total(transform, ROWS_WRITTEN)),
+            events_per_second=self.rates.rate("events", total(found["ingest"], ingest, EVENTS_IN)),
+            rows_per_second=self.rates.rate("rows", total(found["transform"], transform, ROWS_WRITTEN)),
             lag=sorted(lag.items()),
-            dead_letters=total(transform, DEAD_LETTERS),
+            dead_letters=total(found["transform"], transform, DEAD_LETTERS),
             rejected=[(s["name"], s.get("rejected_waiting", 0)) for s in storages if s.get("rejected_waiting")],
             export_runs=[e for e in exports if e.get("last_run")],
             flow_runs=[f for f in flows if f.get("last_run")],
