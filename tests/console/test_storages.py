@@ -3,15 +3,27 @@ inferred model; widen a column and see the diff in the model history."""
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, expect
 
+from headrace.kafka.topics import Topics
+from tests.conftest import RunningPlatform
 from tests.console.conftest import push, reload_until, screenshot
 
 SEED_BODY = b'{"key":"msg1", "key2":"msg2"}'  # the seed's curl example, as sent
 
 
+async def produce(platform: RunningPlatform, storage: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topics(platform.settings.topic_prefix).ingest(storage), value)
+    finally:
+        await producer.stop()
+
+
 async def test_create_a_storage_push_and_see_the_row_the_model_and_its_history(
-    page: Page, console_url: str, storage_name: str
+    page: Page, console_url: str, storage_name: str, platform: RunningPlatform
 ) -> None:
     await page.click("nav >> text=Storages")
     await page.fill("#create-storage input[name=name]", storage_name)
@@ -52,9 +64,19 @@ async def test_create_a_storage_push_and_see_the_row_the_model_and_its_history(
     await expect(row).to_contain_text("evolving")
     await screenshot(page, "storages")
 
-    # Lock and unlock from the page.
+    # Locked, the model refuses a value that does not fit: a rejected row with its reason, replayed once unlocked.
     await page.goto(f"{console_url}/storages/{storage_name}")
     await page.click("text=Lock the model")
     await expect(page.locator("#model-state")).to_contain_text("locked")
+    # Ingest refuses a misfit at once (422); produced to the storage's topic directly, transform keeps it aside.
+    await produce(platform, storage_name, b'{"key": "msg5", "count": "many"}')
+    await reload_until(page, "table.rejected tbody tr", what="the rejected row")
+    await expect(page.locator("table.rejected tbody tr")).to_contain_text("count")
+    await screenshot(page, "storage-rejected")
     await page.click("text=Unlock the model")
     await expect(page.locator("#model-state")).to_contain_text("evolving")
+    await page.click("text=Replay the rejected rows")
+    await expect(page.locator("p.notice")).to_contain_text("Replay started")
+    await reload_until(page, "table.rows td:text-is('many')", what="the replayed row written")
+    await expect(page.locator("table.rejected")).to_have_count(0)
+    await expect(page.locator("table.model tr[data-column=count] td.type")).to_have_text("string")
