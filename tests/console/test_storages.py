@@ -72,6 +72,7 @@ async def test_create_a_storage_push_and_see_the_row_the_model_and_its_history(
     await produce(platform, storage_name, b'{"key": "msg5", "count": "many"}')
     await reload_until(page, "table.rejected tbody tr", what="the rejected row")
     await expect(page.locator("table.rejected tbody tr")).to_contain_text("count")
+    await page.locator("#rejected").scroll_into_view_if_needed()
     await screenshot(page, "storage-rejected")
     await page.click("text=Unlock the model")
     await expect(page.locator("#model-state")).to_contain_text("evolving")
