@@ -62,7 +62,10 @@ class ExportApi:
         return self.service.jobs
 
     async def list(self, request: web.Request) -> web.Response:
-        return json_response([e.to_json() for e in await self.service.store.list()])
+        """Every export with its latest run (`last_run`, null before the first)."""
+        store = self.service.store
+        last = await store.last_runs()
+        return json_response([e.to_json() | {"last_run": last.get(str(e.id))} for e in await store.list()])
 
     async def create(self, request: web.Request) -> web.Response:
         definition = ExportDefinition.model_validate(await read_json(request))

@@ -234,14 +234,25 @@ class ExportStore:
 
     async def runs(self, export: Export, limit: int = 20) -> builtins.list[dict[str, Any]]:
         rows = await self.pool.fetch(
-            "SELECT id, kind, trigger, status, started_at, finished_at, files, rows, bytes, dropped_privacy,"
-            " unknown_time, report, error, xid_from::text, xid_to::text, replay_of"
-            " FROM headrace.export_runs WHERE export_id = $1"
-            " ORDER BY started_at DESC LIMIT $2",
+            f"SELECT {_RUN_COLUMNS} FROM headrace.export_runs WHERE export_id = $1 ORDER BY started_at DESC LIMIT $2",
             export.id,
             limit,
         )
         return [{k: _shown(k, v) for k, v in dict(r).items()} for r in rows]
+
+    async def last_runs(self) -> dict[str, dict[str, Any]]:
+        """Each export's latest run by export id, for the list (one statement for all)."""
+        rows = await self.pool.fetch(
+            f"SELECT DISTINCT ON (export_id) export_id, {_RUN_COLUMNS} FROM headrace.export_runs"
+            " ORDER BY export_id, started_at DESC"
+        )
+        return {str(r["export_id"]): {k: _shown(k, v) for k, v in dict(r).items() if k != "export_id"} for r in rows}
+
+
+_RUN_COLUMNS = (
+    "id, kind, trigger, status, started_at, finished_at, files, rows, bytes, dropped_privacy, unknown_time, report,"
+    " error, xid_from::text, xid_to::text, replay_of, file_list"
+)
 
 
 def _shown(key: str, value: Any) -> Any:

@@ -133,7 +133,7 @@ class History:
     async def finish(self, result: RunResult, error: str | None = None, conn: Connection | None = None) -> None:
         await (conn or self.pool).execute(
             "UPDATE headrace.export_runs SET status = $2, finished_at = now(), files = $3, rows = $4, bytes = $5,"
-            " dropped_privacy = $6, unknown_time = $7, report = $8, error = $9 WHERE id = $1",
+            " dropped_privacy = $6, unknown_time = $7, report = $8, error = $9, file_list = $10 WHERE id = $1",
             result.run_id,
             result.status,
             len(result.files),
@@ -143,6 +143,7 @@ class History:
             result.unknown_time,
             result.report,
             redact(error) if error else error,  # errors may quote an endpoint's URL with its query
+            result.files,
         )
 
     async def finish_live(self, export: Export, result: RunResult, xids: tuple[int, int]) -> None:

@@ -9,7 +9,7 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("ingest", "schema-registry", "transform", "exporter")
+SERVICES = ("ingest", "schema-registry", "transform", "exporter", "console")
 RUNTIME_FILE = "runtime.json"
 # Credentials `headrace up` generates on first start, kept in the data dir (mode 0600) for the CLI to find.
 ADMIN_TOKEN_FILE = "admin-token"
@@ -78,11 +78,13 @@ class Settings(BaseSettings):
     schema_registry_port: int = 8081
     transform_port: int = 8082
     exporter_port: int = 8083
+    console_port: int = 8084
     # Where clients (the CLI, headrace.client, `headrace status`) reach each service; unset: http://host:port.
     ingest_url: str | None = Field(None, description="ingest's URL for clients; unset: http://HOST:INGEST_PORT")
     schema_registry_url: str | None = Field(None, description="The registry's URL for clients")
     transform_url: str | None = Field(None, description="transform's URL for clients (health and metrics)")
     exporter_url: str | None = Field(None, description="The exporter's URL for clients")
+    console_url: str | None = Field(None, description="The web console's URL (the one `headrace up` prints)")
 
     ingest_max_body_bytes: int = Field(
         10 * 1024 * 1024, description="Largest push body, in bytes, counted both as sent and after gunzip"

@@ -111,7 +111,12 @@ class StorageRoutes:
         return self.service.settings
 
     async def list(self, request: web.Request) -> web.Response:
-        return json_response([s.to_json() for s in await self.catalog.list()])
+        """Every storage; `?stats=true` adds each one's rows (estimated) and last write, for the console's list."""
+        storages = await self.catalog.list()
+        if request.query.get("stats", "").lower() not in ("1", "true", "yes"):
+            return json_response([s.to_json() for s in storages])
+        stats = await self.catalog.stats(storages)
+        return json_response([s.to_json() | stats.get(s.id, {}) for s in storages])
 
     async def create(self, request: web.Request) -> web.Response:
         body = StorageRequest.model_validate(await read_json(request))

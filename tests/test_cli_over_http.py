@@ -23,7 +23,7 @@ from tests.eventually import eventually
 from tests.exporter.conftest import settle
 
 # What a client of the platform must never load: the services, the Postgres driver, the core's Postgres side.
-SERVICES = ("asyncpg", "ingest", "exporter", "transform", "schema_registry")
+SERVICES = ("asyncpg", "ingest", "exporter", "transform", "schema_registry", "console")
 CORE_POSTGRES = ("headrace.postgres", "headrace.catalog")
 
 

@@ -23,7 +23,7 @@ def test_up_twice_on_embedded_defaults_leaves_nothing_behind(data_dir: Path) -> 
         text = "\n".join(lines)
         assert "embedded Tansu" in text and "embedded, data in" in text
         ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)}
-        assert len(ports) == 2 + len(SERVICES)  # broker, postgres and the four services
+        assert len(ports) == 2 + len(SERVICES)  # broker, postgres and the services
         assert ports <= listening_ports()
         children = descendants(process.pid)
         assert len(children) >= 2 + len(SERVICES)

@@ -95,7 +95,7 @@ def test_a_service_refuses_to_start_without_a_token(kafka_bootstrap: str, databa
         "HEADRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "HEADRACE_DATABASE_URL": database_url,
     }
-    for module in ("ingest", "exporter", "schema_registry", "transform"):
+    for module in ("ingest", "exporter", "schema_registry", "transform", "console"):
         result = subprocess.run(
             [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
         )

@@ -155,6 +155,29 @@ class Catalog:
         rows = await (conn or self.pool).fetch(f"SELECT {_COLUMNS} FROM headrace.storages ORDER BY name")
         return [Storage.from_row(r) for r in rows]
 
+    async def stats(self, storages: builtins.list[Storage]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Per storage, its rows (Postgres' live-tuple statistic, an estimate, read by its function: the view
+        pg_stat_user_tables would compute every table's statistics for each storage), its last write (the write time
+        of the row of the latest transaction, read through the `_xid` index) and its rejected rows not replayed yet:
+        two statements for all of them."""
+        if not storages:
+            return {}
+        parts = [
+            f"SELECT ${i + 1}::uuid AS id,"
+            f" (SELECT _inserted_at FROM {s.qualified_table} ORDER BY _xid DESC LIMIT 1) AS last_write,"
+            f" pg_stat_get_live_tuples('{s.qualified_table}'::regclass) AS rows"
+            for i, s in enumerate(storages)
+        ]
+        found = await self.pool.fetch(" UNION ALL ".join(parts), *(s.id for s in storages))
+        rejected = await self.pool.fetch(
+            "SELECT storage_id, count(*) FROM headrace.rejected_rows WHERE replayed_at IS NULL GROUP BY storage_id"
+        )
+        waiting: dict[uuid.UUID, int] = {r["storage_id"]: r["count"] for r in rejected}
+        return {
+            r["id"]: {"rows": r["rows"], "last_write": r["last_write"], "rejected_waiting": waiting.get(r["id"], 0)}
+            for r in found
+        }
+
     async def describe(self, name: str) -> dict[str, Any]:
         """The storage with its current model, as `storage show` and the HTTP API print it."""
         storage = await self.get(name)

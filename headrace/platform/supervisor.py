@@ -1,4 +1,4 @@
-"""`headrace up`: start broker, Postgres and the four services, keep the services running, stop all in order."""
+"""`headrace up`: start broker, Postgres and the services, keep the services running, stop all in order."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ SERVICE_MODULES = {
     "schema-registry": "schema_registry",
     "transform": "transform",
     "exporter": "exporter",
+    "console": "console",
 }
 DEFAULT_BROKER_PORT = 9092
 DEFAULT_POSTGRES_PORT = 5433

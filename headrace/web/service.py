@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 
+from headrace import __version__
 from headrace.kafka import kafka_reachable
 from headrace.logs import setup_logging
 from headrace.metrics import READY, http_metrics_middleware, metrics_body
@@ -62,7 +64,7 @@ class HttpService:
         self.pool: asyncpg.Pool | None = None
         open_paths = self.open_paths | ({"/openapi.yaml", "/openapi.json"} if self.openapi_document else set())
         policy = AccessPolicy(frozenset(open_paths), self.body_types, self.default_body_types)
-        guard = admin_guard(settings.require_admin_token(), policy, self.refuse)
+        guard = self.access_guard(policy)
         self.app = web.Application(
             middlewares=[http_metrics_middleware(self.name), guard],
             client_max_size=self.max_body_bytes,
@@ -88,6 +90,11 @@ class HttpService:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Subclasses register their own routes here."""
+
+    def access_guard(self, policy: AccessPolicy) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """The middleware every request passes: the admin token (headrace.web.auth); the console, whose visitors
+        are browsers, replaces it with its login cookie and CSRF check."""
+        return admin_guard(self.settings.require_admin_token(), policy, self.refuse)
 
     def refuse(self, status: int, message: str, headers: dict[str, str]) -> web.StreamResponse:
         """The answer the guard gives (401, 415) in this service's error shape."""
@@ -120,7 +127,7 @@ class HttpService:
         return checks
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return json_response({"status": "alive", "service": self.name})
+        return json_response({"status": "alive", "service": self.name, "version": __version__})
 
     async def readyz(self, request: web.Request) -> web.Response:
         checks = await self.readiness()

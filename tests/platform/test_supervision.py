@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from headrace.settings import SERVICES
 from tests.platform.helpers import LocalPlatform, descendants, embedded_env, eventually, listening_ports, push
 
 Launch = Callable[[dict[str, str], Path], LocalPlatform]
@@ -75,7 +76,7 @@ def test_killed_services_come_back_and_no_acknowledged_event_is_lost(data_dir: P
 def test_a_dead_broker_stops_the_platform_with_nothing_left_behind(data_dir: Path, launched: Launch) -> None:
     platform = launched(embedded_env(), data_dir)
     ports = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", "\n".join(platform.up.lines))}
-    assert len(ports) == 6  # broker, postgres and the four services
+    assert len(ports) == 2 + len(SERVICES)  # broker, postgres and the services
     children = descendants(platform.pid)
     broker_pid = platform.status()["broker"]["pid"]
 

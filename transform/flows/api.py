@@ -76,7 +76,10 @@ class FlowApi:
         return body
 
     async def list(self, request: web.Request) -> web.Response:
-        return json_response([f.to_json() for f in await self._flows().store.list()])
+        """Every flow with its latest run (`last_run`, null before the first)."""
+        store = self._flows().store
+        last = await store.last_runs()
+        return json_response([f.to_json() | {"last_run": last.get(f.id)} for f in await store.list()])
 
     async def apply(self, request: web.Request) -> web.Response:
         flows = self._flows()

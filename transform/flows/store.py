@@ -225,6 +225,13 @@ class FlowStore:
         )
         return [_run_json(r) for r in rows]
 
+    async def last_runs(self) -> dict[uuid.UUID, dict[str, Any]]:
+        """Each flow's latest run, for lists that show every flow with its status (one statement for all)."""
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT ON (flow_id) * FROM headrace.flow_runs ORDER BY flow_id, started_at DESC"
+        )
+        return {r["flow_id"]: _run_json(r) for r in rows}
+
     async def run(self, flow_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             "SELECT * FROM headrace.flow_runs WHERE flow_id = $1 AND id = $2", flow_id, run_id
