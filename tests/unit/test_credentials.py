@@ -61,14 +61,15 @@ def test_the_cli_adds_the_embedded_postgres_password_to_the_recorded_dsn(
     assert load_settings(tmp_path).database_url == "postgresql://other@db/x"
 
 
-def test_compose_takes_its_secrets_from_the_environment_and_publishes_only_ingest() -> None:
+def test_compose_takes_its_secrets_from_the_environment_and_publishes_only_ingest_to_all() -> None:
     compose = yaml.safe_load((REPO / "infra" / "compose.yaml").read_text())
     services = compose["services"]
-    for name in ("ingest", "schema-registry", "transform", "exporter"):
+    for name in ("ingest", "schema-registry", "transform", "exporter", "console"):
         env = services[name]["environment"]
         assert env["HEADRACE_ADMIN_TOKEN"].startswith("${HEADRACE_ADMIN_TOKEN:?")
         assert env["HEADRACE_SECRET_KEY"].startswith("${HEADRACE_SECRET_KEY:?")
         assert "${POSTGRES_PASSWORD:?" in env["HEADRACE_DATABASE_URL"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     published = {name: service["ports"] for name, service in services.items() if "ports" in service}
-    assert published == {"ingest": ["8080:8080"]}
+    # Applications push from anywhere; the console is for the operator on the host itself.
+    assert published == {"ingest": ["8080:8080"], "console": ["127.0.0.1:8084:8084"]}
