@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 
 from headrace.query import ROW_SYSTEM_COLUMNS
 from tests.conftest import ADMIN, RunningPlatform
@@ -38,10 +39,8 @@ async def test_pushed_event_becomes_a_row(platform: RunningPlatform, storage_nam
 
 def test_status_reports_every_service_ready(platform: RunningPlatform) -> None:
     result = platform.cli("status", "--json")
-    import orjson
-
     services = orjson.loads(result.stdout)["services"]
-    assert set(services) == {"ingest", "schema-registry", "transform", "exporter"}
+    assert set(services) == {"ingest", "schema-registry", "transform", "exporter", "console"}
     assert all(s["ready"] for s in services.values())
     for info in services.values():
         assert info["url"].startswith("http://")
