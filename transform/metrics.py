@@ -30,6 +30,9 @@ ISOLATED = Counter(
     "Events a failed write was narrowed down to, set aside so the partition moves on",
     ["storage", "outcome"],
 )
+CONSUMER_RESTARTS = Counter(
+    "headrace_transform_consumer_restarts_total", "Consumers replaced because they stopped fetching"
+)
 WRITE_RETRIES = Counter(
     "headrace_transform_write_retries_total", "Writes retried after Postgres was away or contended", ["reason"]
 )

@@ -25,6 +25,7 @@ from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.codecs import EventDecoder
 from headrace.events import REASON_HEADER, SOURCE_HEADER
 from headrace.kafka import Topics, consumer, ensure_topics, metadata_client, producer
+from headrace.kafka.clients import fetcher_stopped
 from headrace.kafka.incarnation import Incarnations, cluster_id
 from headrace.positions import Fenced, Positions
 from headrace.postgres import create_pool, migrate
@@ -78,6 +79,7 @@ class StorageSink(mode.Service):
         self.writer: StorageWriter | None = None
         self.decoder: EventDecoder | None = None
         self._storages: dict[str, Storage] = {}
+        self._consumer_ok = False
 
     async def on_start(self) -> None:
         self.pool = await create_pool(self.settings, application_name="headrace-transform")
@@ -90,6 +92,12 @@ class StorageSink(mode.Service):
         await self.metadata.bootstrap()
         self.producer = producer(self.settings)
         await self.producer.start()
+        await self._start_consumer()
+        self.add_future(self._run())
+        self.add_future(self._maintain())
+
+    async def _start_consumer(self) -> None:
+        self._consumer_ok = False
         self.consumer = consumer(
             self.settings,
             group_id=self.positions.group,
@@ -99,8 +107,25 @@ class StorageSink(mode.Service):
         )
         self.consumer.subscribe(pattern=self.topics.ingest_pattern, listener=_Rebalance(self))
         await self.consumer.start()
-        self.add_future(self._run())
-        self.add_future(self._maintain())
+        self._consumer_ok = True
+
+    async def _restart_consumer_if_stalled(self) -> None:
+        """A consumer whose fetch routine died fetches nothing again: replace it, so no partition stalls. Positions
+        live in Postgres, so the new consumer's assignment seeks to them like any rebalance."""
+        assert self.consumer is not None
+        reason = fetcher_stopped(self.consumer) if self._consumer_ok else RuntimeError("the last start failed")
+        if reason is None:
+            return
+        self._consumer_ok = False
+        metrics.CONSUMER_RESTARTS.inc()
+        log.error("the consumer stopped fetching (%s: %s); starting a new one", type(reason).__name__, reason)
+        try:
+            await self.consumer.stop()
+        except Exception:
+            log.exception("stopping the stalled consumer failed; starting a new one anyway")
+        self.positions.forget(list(self.positions.committed))
+        self._storages.clear()
+        await self._start_consumer()
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -153,9 +178,10 @@ class StorageSink(mode.Service):
         )
 
     async def _run(self) -> None:
-        assert self.consumer is not None
         while not self.should_stop:
+            assert self.consumer is not None
             try:
+                await self._restart_consumer_if_stalled()
                 batches = await self.consumer.getmany(
                     timeout_ms=self.settings.transform_batch_max_ms,
                     max_records=self.settings.transform_batch_max_rows,

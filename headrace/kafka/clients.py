@@ -74,6 +74,22 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
     return AIOKafkaConsumer(*topics, **(config | overrides))
 
 
+def fetcher_stopped(consumer: AIOKafkaConsumer) -> BaseException | None:
+    """Why the consumer's background fetch routine has ended while the consumer still runs, or None if it has not.
+
+    aiokafka (0.14, pinned) ends that routine on an internal assertion when an assignment changes while it cancels
+    its fetches (aio-libs/aiokafka#796); the consumer then silently returns nothing for ever. Nothing public exposes
+    the routine, so this reads the fetcher's task: re-check it on an upgrade.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    task = getattr(fetcher, "_fetch_task", None)
+    if task is None or not task.done() or getattr(consumer, "_closed", False):
+        return None
+    if task.cancelled():
+        return RuntimeError("the fetch routine was cancelled")
+    return task.exception() or RuntimeError("the fetch routine returned")
+
+
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_common(settings))
 
