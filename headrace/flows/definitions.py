@@ -12,6 +12,7 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headrace.catalog.storages import NAME_PATTERN
+from headrace.filestores.ftp import FtpFields
 
 STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 AGGREGATES = ("sum", "count", "count_distinct", "min", "max", "avg")
@@ -249,6 +250,7 @@ class PythonStep(_Step):
 
 
 class SftpTarget(_Strict):
+    kind: Literal["sftp"] = "sftp"  # the default: upload steps were SFTP-only before FTP came
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(22, ge=1, le=65535)
     user: str = Field(min_length=1, max_length=255)
@@ -256,6 +258,12 @@ class SftpTarget(_Strict):
     private_key: str | None = None
     host_key: str | None = None
     path: str = Field(min_length=1, max_length=1024)  # folder and templated name: /out/sales_{date}.csv
+
+
+class FtpTarget(FtpFields):
+    """ftp:// or ftps:// (explicit TLS; `ca_cert` trusts a self-signed server)."""
+
+    path: str = Field(min_length=1, max_length=1024)
 
 
 class UploadStep(_Step):
@@ -266,7 +274,8 @@ class UploadStep(_Step):
     format: Literal["csv", "ndjson", "parquet"] = "csv"
     gzip: bool = False
     csv_separator: str = Field(",", min_length=1, max_length=1)
-    destination: SftpTarget
+    # Not a tagged union: a destination without `kind` (written before FTP came) is SFTP.
+    destination: SftpTarget | FtpTarget
 
 
 Step = Annotated[EtlStep | PythonStep | UploadStep, Field(discriminator="type")]

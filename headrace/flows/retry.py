@@ -8,6 +8,7 @@ import random
 import asyncpg
 import asyncssh
 
+from headrace.filestores import FileStoreError
 from headrace.flows.definitions import Retry
 
 # SQLSTATEs worth another attempt: the connection went away (class 08, an administrator's or a crash's shutdown,
@@ -18,6 +19,10 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "5
 def is_transient(exc: BaseException) -> bool:
     """A lost connection, a serialization failure or deadlock, an SFTP network error; never a user's mistake (a
     formula Postgres refuses, a missing column, a script that exits non-zero, a refused SFTP login)."""
+    if isinstance(exc, FileStoreError):
+        # A file store names what failed; the protocol's error under it says whether trying again may help.
+        under = exc.__cause__ or exc.__context__
+        return under is not None and is_transient(under)
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state.startswith("08") or state in TRANSIENT_SQLSTATES

@@ -1,0 +1,238 @@
+"""FTP and FTPS (explicit TLS, AUTH TLS) as a file store, with aioftp: passive mode, to the address the outbound
+policy checked, every operation under the platform's file-store timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol, Self
+
+import aioftp
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from headrace.filestores.base import CHUNK_BYTES, FileStoreError, RemoteFile, RenamingStore, bounded
+from headrace.outbound import OutboundPolicy, OutboundRefused, first_answering
+from headrace.secrets import redact
+from headrace.settings import Settings
+
+_ERRORS = (OSError, aioftp.AIOFTPException, TimeoutError)
+# What a server answers to a command it does not implement (500 unknown, 502 not implemented, 504 no such parameter).
+_UNSUPPORTED = ("500", "501", "502", "504")
+
+
+class FtpServer(Protocol):
+    """What a definition says of an FTP server (collector sources, export destinations and upload steps have these)."""
+
+    @property
+    def kind(self) -> str: ...  # "ftp" or "ftps" (explicit TLS on the control and data connections)
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def ca_cert(self) -> str | None: ...  # PEM certificates an FTPS server's chain must end at; unset: the system's
+
+
+def tls_context(ca_cert: str | None) -> ssl.SSLContext:
+    """Verification always on, host name included: a self-signed server is trusted by giving its certificate (or its
+    CA's) as ca_cert, which then replaces the system's CAs for that server."""
+    return ssl.create_default_context(cadata=ca_cert) if ca_cert else ssl.create_default_context()
+
+
+def _code(exc: BaseException) -> str:
+    return str(exc.received_codes[-1]) if isinstance(exc, aioftp.StatusCodeError) and exc.received_codes else ""
+
+
+def _modified(info: dict[str, object]) -> float:
+    """An MLSD `modify` fact (UTC, YYYYMMDDHHMMSS[.sss]) as seconds since the epoch; 0 when the server gives none."""
+    text = str(info.get("modify") or "")
+    try:
+        return datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class FtpStore(RenamingStore):
+    def __init__(self, client: aioftp.Client, where: str, timeout: float) -> None:
+        self.client = client
+        self.where = where
+        self.timeout = timeout
+
+    def _failed(self, action: str, path: str, exc: BaseException) -> FileStoreError:
+        if isinstance(exc, TimeoutError):
+            return FileStoreError(f"{self.where}: cannot {action} {path}: no answer within {self.timeout:g} s")
+        return FileStoreError(f"{self.where}: cannot {action} {path}: {redact(str(exc))}")
+
+    async def list(self, pattern: str) -> list[RemoteFile]:
+        folder, leaf = posixpath.split(pattern)
+        if any(c in folder for c in "*?["):
+            raise FileStoreError(f"{self.where}: an FTP pattern has wildcards in the file name only, not in {folder}")
+        found: list[RemoteFile] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                # MLSD (exact sizes and UTC times); aioftp falls back to LIST when the server does not implement it.
+                async for path, info in self.client.list(folder or "."):
+                    if info.get("type") == "file" and PurePosixPath(path).match(leaf):
+                        name = posixpath.join(folder, PurePosixPath(path).name)
+                        found.append(RemoteFile(name, int(str(info.get("size") or 0)), _modified(dict(info))))
+                        bounded(found, pattern)
+        except aioftp.StatusCodeError as exc:
+            if _code(exc).startswith("550"):
+                return []  # no such folder, as on SFTP
+            if _code(exc) in _UNSUPPORTED:
+                raise FileStoreError(
+                    f"{self.where}: the server cannot list {folder or '.'} (it implements neither MLSD nor LIST:"
+                    f" {redact(str(exc))})"
+                ) from exc
+            raise self._failed("list", pattern, exc) from exc
+        except _ERRORS as exc:
+            raise self._failed("list", pattern, exc) from exc
+        return found
+
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                stream = await self.client.download_stream(path)
+        except _ERRORS as exc:
+            raise self._failed("read", path, exc) from exc
+        try:
+            while True:
+                async with asyncio.timeout(self.timeout):
+                    chunk = await stream.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                yield chunk
+            async with asyncio.timeout(self.timeout):
+                await stream.finish()
+        except _ERRORS as exc:
+            raise self._failed("read", path, exc) from exc
+        finally:
+            stream.close()  # a reader that stopped early leaves no data connection open
+
+    async def _write(self, source: Path | bytes, remote: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                stream = await self.client.upload_stream(remote)
+            if isinstance(source, bytes):
+                async with asyncio.timeout(self.timeout):
+                    await stream.write(source)
+            else:
+                with source.open("rb") as local:
+                    while chunk := await asyncio.to_thread(local.read, CHUNK_BYTES):
+                        async with asyncio.timeout(self.timeout):
+                            await stream.write(chunk)
+            async with asyncio.timeout(self.timeout):
+                await stream.finish()
+        except _ERRORS as exc:
+            raise self._failed("write", remote, exc) from exc
+
+    async def _replace(self, temporary: str, name: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    await self.client.rename(temporary, name)
+                except aioftp.StatusCodeError as exc:
+                    if _code(exc) in _UNSUPPORTED:
+                        raise
+                    # Some servers (IIS…) refuse to rename over an existing file: remove it, then rename again.
+                    await self.delete(name)
+                    await self.client.rename(temporary, name)
+        except aioftp.StatusCodeError as exc:
+            if _code(exc) in _UNSUPPORTED:
+                raise FileStoreError(
+                    f"{self.where}: the server cannot rename files (RNFR/RNTO: {redact(str(exc))}); Headrace writes"
+                    " each file under a temporary name and renames it into place, so no reader takes half a file"
+                ) from exc
+            raise self._failed("rename into", name, exc) from exc
+        except _ERRORS as exc:
+            raise self._failed("rename into", name, exc) from exc
+
+    async def delete(self, name: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.remove_file(name)
+        except aioftp.StatusCodeError as exc:
+            if not _code(exc).startswith("550"):  # 550: no such file, which is no error here
+                raise self._failed("delete", name, exc) from exc
+        except _ERRORS as exc:
+            raise self._failed("delete", name, exc) from exc
+
+
+async def _login(client: aioftp.Client, server: FtpServer, addresses: list[str]) -> None:
+    await first_answering(addresses, lambda address: client.connect(address, server.port))
+    if server.kind == "ftps":
+        # Explicit TLS by hand rather than aioftp's upgrade_to_tls, which checks the certificate against the address
+        # connected to: here it is checked against the host name the definition gives.
+        await client.command("AUTH TLS", "234")
+        await client.stream.start_tls(sslcontext=tls_context(server.ca_cert), server_hostname=server.host)
+        await client.command("PBSZ 0", "200")
+        await client.command("PROT P", "200")
+        # The data connections (TLS too, PROT P) go to the same address: checked against the same name.
+        client._siosocks_asyncio_kwargs = {"server_hostname": server.host}
+    await client.login(server.user, server.password or "")
+
+
+@asynccontextmanager
+async def open_ftp(server: FtpServer, settings: Settings) -> AsyncIterator[FtpStore]:
+    """A logged-in connection. Passive mode only (EPSV, else PASV), and the data connections go to the address the
+    control connection reached whatever PASV names, so a server cannot point them at another host."""
+    where = f"{server.kind}://{server.user}@{server.host}:{server.port}"
+    timeout = settings.file_store_timeout_seconds
+    client = aioftp.Client(
+        socket_timeout=timeout,
+        connection_timeout=timeout,
+        path_timeout=timeout,
+        passive_commands=("epsv", "pasv"),
+        trust_server_pasv_ipv4_address=False,
+    )
+    try:
+        addresses = await OutboundPolicy.from_settings(settings).resolve(server.host, server.port)
+        async with asyncio.timeout(timeout):
+            await _login(client, server, addresses)
+    except (*_ERRORS, OutboundRefused) as exc:  # ssl.SSLError is an OSError
+        client.close()
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else redact(str(exc))
+        raise FileStoreError(f"cannot connect to {where}: {reason}") from None
+    try:
+        yield FtpStore(client, where, timeout)
+    finally:
+        try:
+            async with asyncio.timeout(timeout):
+                await client.quit()
+        except _ERRORS:
+            pass
+        client.close()
+
+
+class FtpFields(BaseModel):
+    """An FTP server's fields as definitions take them (collector sources, export destinations, upload steps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ftp", "ftps"]
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(21, ge=1, le=65535)
+    user: str = Field("anonymous", min_length=1, max_length=255)
+    password: str | None = Field(None, max_length=1024)
+    # FTPS: the PEM certificate(s) the server's chain must end at, e.g. a self-signed server's own certificate.
+    ca_cert: str | None = Field(None, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _ca_cert_is_for_ftps(self) -> Self:
+        if self.ca_cert and self.kind != "ftps":
+            raise ValueError("ca_cert is for ftps (plain FTP has no certificate to check)")
+        if self.ca_cert:
+            try:
+                tls_context(self.ca_cert)
+            except (ssl.SSLError, ValueError):
+                raise ValueError("ca_cert is not PEM certificate text") from None
+        return self
