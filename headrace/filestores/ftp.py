@@ -62,10 +62,14 @@ def _modified(info: dict[str, object]) -> float:
 
 
 class FtpStore(RenamingStore):
+    """One control connection, which carries one command at a time: operations take turns (an export delivering
+    several files at once sends them one after the other)."""
+
     def __init__(self, client: aioftp.Client, where: str, timeout: float) -> None:
         self.client = client
         self.where = where
         self.timeout = timeout
+        self._turn = asyncio.Lock()
 
     def _failed(self, action: str, path: str, exc: BaseException) -> FileStoreError:
         if isinstance(exc, TimeoutError):
@@ -78,7 +82,7 @@ class FtpStore(RenamingStore):
             raise FileStoreError(f"{self.where}: an FTP pattern has wildcards in the file name only, not in {folder}")
         found: list[RemoteFile] = []
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._turn, asyncio.timeout(self.timeout):
                 # MLSD (exact sizes and UTC times); aioftp falls back to LIST when the server does not implement it.
                 async for path, info in self.client.list(folder or "."):
                     if info.get("type") == "file" and PurePosixPath(path).match(leaf):
@@ -99,6 +103,11 @@ class FtpStore(RenamingStore):
         return found
 
     async def read(self, path: str) -> AsyncIterator[bytes]:
+        async with self._turn:
+            async for chunk in self._read(path):
+                yield chunk
+
+    async def _read(self, path: str) -> AsyncIterator[bytes]:
         try:
             async with asyncio.timeout(self.timeout):
                 stream = await self.client.download_stream(path)
@@ -119,6 +128,10 @@ class FtpStore(RenamingStore):
             stream.close()  # a reader that stopped early leaves no data connection open
 
     async def _write(self, source: Path | bytes, remote: str) -> None:
+        async with self._turn:
+            await self._upload(source, remote)
+
+    async def _upload(self, source: Path | bytes, remote: str) -> None:
         try:
             async with asyncio.timeout(self.timeout):
                 stream = await self.client.upload_stream(remote)
@@ -137,14 +150,14 @@ class FtpStore(RenamingStore):
 
     async def _replace(self, temporary: str, name: str) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._turn, asyncio.timeout(self.timeout):
                 try:
                     await self.client.rename(temporary, name)
                 except aioftp.StatusCodeError as exc:
-                    if _code(exc) in _UNSUPPORTED:
+                    if _code(exc) in _UNSUPPORTED or not await self.client.exists(name):
                         raise
                     # Some servers (IIS…) refuse to rename over an existing file: remove it, then rename again.
-                    await self.delete(name)
+                    await self._delete(name)
                     await self.client.rename(temporary, name)
         except aioftp.StatusCodeError as exc:
             if _code(exc) in _UNSUPPORTED:
@@ -157,6 +170,10 @@ class FtpStore(RenamingStore):
             raise self._failed("rename into", name, exc) from exc
 
     async def delete(self, name: str) -> None:
+        async with self._turn:
+            await self._delete(name)
+
+    async def _delete(self, name: str) -> None:
         try:
             async with asyncio.timeout(self.timeout):
                 await self.client.remove_file(name)

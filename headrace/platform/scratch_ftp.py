@@ -74,17 +74,16 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
 
 
 @contextmanager
-def running_ftp(work_dir: Path, kind: str = "ftp") -> Iterator[ScratchFtp]:
+def running_ftp(work_dir: Path, kind: str = "ftp", refused: frozenset[str] = frozenset()) -> Iterator[ScratchFtp]:
     """pyftpdlib in a thread of this process, one user with a random password; FTPS requires TLS on the control and
-    data connections (explicit, AUTH TLS) with a self-signed certificate made now."""
+    data connections (explicit, AUTH TLS) with a self-signed certificate made now. `refused` commands (RNFR, MLSD…)
+    are answered 500, as by a server that does not implement them."""
     import logging
 
     from pyftpdlib.authorizers import DummyAuthorizer
@@ -115,6 +114,7 @@ def running_ftp(work_dir: Path, kind: str = "ftp") -> Iterator[ScratchFtp]:
     else:
         handler = type("Handler", (FTPHandler,), {})
     handler.authorizer = authorizer
+    handler.proto_cmds = {name: spec for name, spec in handler.proto_cmds.items() if name not in refused}
     handler.banner = "headrace scratch ftp"
     port = free_port()
     # A loop of its own: pyftpdlib's default is one per process, which two servers in two threads would share.

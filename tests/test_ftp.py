@@ -1,0 +1,118 @@
+"""FTP and FTPS against a real pyftpdlib server: certificate checks, a server that cannot rename or list, a silent
+server, the outbound policy, and an FTP password sealed and masked like every credential."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from headrace.filestores import FileStoreError, open_store
+from headrace.filestores.ftp import FtpFields
+from headrace.platform.processes import free_port
+from headrace.platform.scratch_ftp import ScratchFtp, running_ftp
+from headrace.secrets import MASK
+from headrace.settings import Settings
+from ingest.collectors.definitions import CollectorDefinition, CollectorStore
+
+
+def fields(server: ScratchFtp, **changes: object) -> FtpFields:
+    given = {
+        "kind": server.kind,
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "ca_cert": server.ca_cert,
+    }
+    return FtpFields.model_validate(given | changes)
+
+
+@pytest.fixture(scope="module")
+def limited_server(work_dir: Path) -> Iterator[ScratchFtp]:
+    """An FTP server that implements neither rename (RNFR, RNTO) nor listing (MLSD, LIST)."""
+    with running_ftp(work_dir, "ftp", frozenset({"RNFR", "RNTO", "MLSD", "LIST"})) as server:
+        yield server
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word (no FTP greeting)."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        yield port
+
+
+async def test_ftps_checks_the_certificate_against_the_host_name(
+    settings: Settings, pool: asyncpg.Pool, ftps_server: ScratchFtp
+) -> None:
+    """Without ca_cert the system's CAs do not know the self-signed server: refused. With it, the name in the
+    definition (here localhost, reached at 127.0.0.1) is what the control and data connections are checked against."""
+    with pytest.raises(FileStoreError, match="CERTIFICATE_VERIFY_FAILED") as refused:
+        async with open_store(fields(ftps_server, ca_cert=None), settings, pool):
+            pass
+    assert ftps_server.password not in str(refused.value)
+    (ftps_server.root / "checked.csv").write_text("id\n1\n")
+    async with open_store(fields(ftps_server, host="localhost"), settings, pool) as store:
+        [listed] = await store.list("/checked.csv")
+        assert listed.path == "/checked.csv" and listed.size == 5
+        assert b"".join([chunk async for chunk in store.read(listed.path)]) == b"id\n1\n"
+
+
+async def test_a_server_that_cannot_rename_or_list_is_named_clearly(
+    settings: Settings, pool: asyncpg.Pool, limited_server: ScratchFtp
+) -> None:
+    async with open_store(fields(limited_server), settings, pool) as store:
+        with pytest.raises(FileStoreError, match="the server cannot rename files"):
+            await store.put_bytes(b"report", "/out.report")
+        with pytest.raises(FileStoreError, match="the server cannot list /"):
+            await store.list("/*.csv")
+    assert [p.name for p in limited_server.root.iterdir()] == []  # the temporary file was removed
+
+
+async def test_a_silent_server_times_out(settings: Settings, pool: asyncpg.Pool, silent_port: int) -> None:
+    impatient = settings.model_copy(update={"file_store_timeout_seconds": 0.5})
+    silent = FtpFields(kind="ftp", host="127.0.0.1", port=silent_port, user="u", password="pw")
+    with pytest.raises(FileStoreError, match=r"no answer within 0\.5 s"):
+        async with open_store(silent, impatient, pool):
+            pass
+
+
+async def test_the_outbound_policy_applies(settings: Settings, pool: asyncpg.Pool, ftp_server: ScratchFtp) -> None:
+    closed = settings.model_copy(update={"outbound_allow": ""})
+    with pytest.raises(FileStoreError, match="loopback address"):
+        async with open_store(fields(ftp_server), closed, pool):
+            pass
+
+
+async def test_an_ftp_password_is_sealed_at_rest_and_masked(
+    settings: Settings, pool: asyncpg.Pool, ftps_server: ScratchFtp
+) -> None:
+    """Given in the URL, the password becomes the `password` field: sealed in Postgres, *** when shown."""
+    name = f"ftp_{uuid.uuid4().hex[:8]}"
+    s = ftps_server
+    url = f"ftps://{s.user}:{s.password}@{s.host}:{s.port}/in/*.csv"
+    definition = CollectorDefinition.model_validate(
+        {"name": name, "storage": name, "source": {"kind": "ftps", "url": url, "ca_cert": s.ca_cert}}
+    )
+    collectors = CollectorStore(pool, settings)
+    collector = await collectors.create(definition)
+    try:
+        shown = collector.to_json()["source"]
+        assert shown["password"] == MASK and shown["ca_cert"] == s.ca_cert and shown["pattern"] == "/in/*.csv"
+        stored = await pool.fetchval("SELECT definition::text FROM headrace.collectors WHERE name = $1", name)
+        assert s.password not in stored
+        assert (await collectors.get(name)).definition.source.password == s.password  # type: ignore[union-attr]
+    finally:
+        await collectors.delete(name)
+
+
+def test_ca_cert_is_for_ftps_and_must_be_pem() -> None:
+    with pytest.raises(ValueError, match="ca_cert is for ftps"):
+        FtpFields(kind="ftp", host="h", ca_cert="-----BEGIN CERTIFICATE-----")
+    with pytest.raises(ValueError, match="not PEM certificate text"):
+        FtpFields(kind="ftps", host="h", ca_cert="not a certificate")
