@@ -13,6 +13,7 @@ import pytest
 
 from headrace.filestores import FileStoreError, open_store
 from headrace.filestores.ftp import FtpFields
+from headrace.flows.retry import is_transient
 from headrace.platform.processes import free_port
 from headrace.platform.scratch_ftp import ScratchFtp, running_ftp
 from headrace.secrets import MASK
@@ -74,12 +75,25 @@ async def test_a_server_that_cannot_rename_or_list_is_named_clearly(
     assert [p.name for p in limited_server.root.iterdir()] == []  # the temporary file was removed
 
 
-async def test_a_silent_server_times_out(settings: Settings, pool: asyncpg.Pool, silent_port: int) -> None:
+async def test_a_silent_server_times_out_and_an_upload_step_would_retry(
+    settings: Settings, pool: asyncpg.Pool, silent_port: int
+) -> None:
     impatient = settings.model_copy(update={"file_store_timeout_seconds": 0.5})
     silent = FtpFields(kind="ftp", host="127.0.0.1", port=silent_port, user="u", password="pw")
-    with pytest.raises(FileStoreError, match=r"no answer within 0\.5 s"):
+    with pytest.raises(FileStoreError, match=r"no answer within 0\.5 s") as timed_out:
         async with open_store(silent, impatient, pool):
             pass
+    assert is_transient(timed_out.value)
+
+
+async def test_a_refused_login_is_not_retried_and_names_no_password(
+    settings: Settings, pool: asyncpg.Pool, ftp_server: ScratchFtp
+) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    with pytest.raises(FileStoreError, match="530") as refused:
+        async with open_store(fields(ftp_server, password=wrong), settings, pool):
+            pass
+    assert wrong not in str(refused.value) and not is_transient(refused.value)
 
 
 async def test_the_outbound_policy_applies(settings: Settings, pool: asyncpg.Pool, ftp_server: ScratchFtp) -> None:

@@ -4,6 +4,7 @@ policy checked, every operation under the platform's file-store timeout."""
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import posixpath
 import ssl
 from collections.abc import AsyncIterator
@@ -85,8 +86,9 @@ class FtpStore(RenamingStore):
             async with self._turn, asyncio.timeout(self.timeout):
                 # MLSD (exact sizes and UTC times); aioftp falls back to LIST when the server does not implement it.
                 async for path, info in self.client.list(folder or "."):
-                    if info.get("type") == "file" and PurePosixPath(path).match(leaf):
-                        name = posixpath.join(folder, PurePosixPath(path).name)
+                    leaf_name = PurePosixPath(path).name
+                    if info.get("type") == "file" and fnmatch.fnmatchcase(leaf_name, leaf):
+                        name = posixpath.join(folder, leaf_name)
                         found.append(RemoteFile(name, int(str(info.get("size") or 0)), _modified(dict(info))))
                         bounded(found, pattern)
         except aioftp.StatusCodeError as exc:

@@ -116,6 +116,7 @@ def running_ftp(work_dir: Path, kind: str = "ftp", refused: frozenset[str] = fro
     handler.authorizer = authorizer
     handler.proto_cmds = {name: spec for name, spec in handler.proto_cmds.items() if name not in refused}
     handler.banner = "headrace scratch ftp"
+    handler.auth_failed_timeout = 0  # pyftpdlib answers a wrong password after 3 s, which only slows tests down
     port = free_port()
     # A loop of its own: pyftpdlib's default is one per process, which two servers in two threads would share.
     server = FTPServer((host, port), handler, ioloop=IOLoop())
