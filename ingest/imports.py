@@ -1,6 +1,5 @@
 """File imports on the ingest service: a CSV or NDJSON file (or every file a glob matches) on SFTP, FTP(S) or S3,
-loaded into a storage as one batch, streamed, as a job (`POST /api/storages/{name}/imports`; `headrace storage
-import`)."""
+loaded into a storage as one batch, streamed, as a job (`POST /api/storages/{name}/imports`; `storage import`)."""
 
 from __future__ import annotations
 

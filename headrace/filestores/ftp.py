@@ -1,5 +1,4 @@
-"""FTP and FTPS (explicit TLS, AUTH TLS) as a file store, with aioftp: passive mode, to the address the outbound
-policy checked, every operation under the platform's file-store timeout."""
+"""FTP and FTPS (explicit TLS) as a file store with aioftp: passive, outbound-checked, every operation timed out."""
 
 from __future__ import annotations
 

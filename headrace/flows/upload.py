@@ -1,5 +1,4 @@
-"""An upload step: a storage's rows (some columns, a filter) as CSV, NDJSON or Parquet, optionally gzip, to SFTP or
-FTP(S)."""
+"""An upload step: a storage's rows (some columns, a filter) as CSV, NDJSON or Parquet, maybe gzip, to SFTP or FTP."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What a collector may read, as validated definitions: a Postgres table or query, SFTP, FTP(S) or S3 files, an HTTP
-API."""
+"""What a collector may read, as validated definitions: Postgres, SFTP, FTP(S) or S3 files, an HTTP JSON API."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Flows over HTTP on a running platform: a python step and an upload step against the real SFTP server, apply-time
-validation errors naming the step and the field, runs answered 202, the graph with column lineage."""
+"""Flows over HTTP on a running platform: a python step and an upload step on real SFTP, FTP and FTPS servers,
+apply-time validation errors naming the step and the field, runs answered 202, the graph with column lineage."""
 
 from __future__ import annotations
 
