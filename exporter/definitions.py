@@ -12,7 +12,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headrace.catalog import Catalog, validate_storage_name
-from headrace.filestores.ftp import FtpFields
+from headrace.filestores.ftp_fields import FtpFields
 from headrace.outbound import OutboundPolicy, url_host
 from headrace.s3 import S3Connection
 from headrace.secrets import SealedDefinitions, SecretFields, redact

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from headrace.filestores import FileStoreError, open_store
-from headrace.filestores.ftp import FtpFields
+from headrace.filestores.ftp_fields import FtpFields
 from headrace.flows.retry import is_transient
 from headrace.platform.processes import free_port
 from headrace.platform.scratch_ftp import ScratchFtp, running_ftp

@@ -15,7 +15,11 @@ from headrace.cli.storage import storage
 
 @storage.command("import")
 @click.argument("name")
-@click.option("--from", "source_url", required=True, help="sftp:// (or ftp://, ftps://) user@host:port/path.csv or s3://bucket/key.csv"
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    help="sftp://user@host:port/path.csv (or ftp://, ftps://), s3://bucket/key.csv",
 )
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP key file")
 @click.option("--password", help="SFTP (prefer --key) or FTP password")

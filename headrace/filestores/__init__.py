@@ -43,7 +43,8 @@ def open_store(location: Location, settings: Settings, pool: asyncpg.Pool) -> Ab
 
         return open_sftp(cast(SftpServer, location), settings, pool)
     if location.kind in ("ftp", "ftps"):
-        from headrace.filestores.ftp import FtpServer, open_ftp
+        from headrace.filestores.ftp import open_ftp
+        from headrace.filestores.ftp_fields import FtpServer
 
         return open_ftp(cast(FtpServer, location), settings)
     if location.kind == "s3":

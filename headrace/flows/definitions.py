@@ -12,7 +12,7 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headrace.catalog.storages import NAME_PATTERN
-from headrace.filestores.ftp import FtpFields
+from headrace.filestores.ftp_fields import FtpFields
 
 STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 AGGREGATES = ("sum", "count", "count_distinct", "min", "max", "avg")

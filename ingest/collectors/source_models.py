@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from headrace.filestores.ftp import FtpFields
+from headrace.filestores.ftp_fields import FtpFields
 from headrace.outbound import dsn_hosts, url_host
 from headrace.s3 import S3Connection
 
