@@ -20,6 +20,7 @@ from headrace.platform.scratch_ftp import ScratchFtp, running_ftp
 from headrace.secrets import MASK
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition, CollectorStore
+from ingest.collectors.files import parse_file
 from tests.conftest import RunningPlatform
 from tests.eventually import eventually
 
@@ -170,3 +171,20 @@ async def test_the_cli_collects_from_and_exports_to_ftps(
     names = sorted(p.name for p in outbox.iterdir())
     assert [n for n in names if "_data_" in n and "_2021-04-08_10_" in n] and [n for n in names if "_11_" in n]
     assert [n for n in names if n.endswith("_delivery.report")] and not [n for n in names if n.endswith(".part")]
+
+
+async def test_a_file_that_fails_to_parse_leaves_the_connection_usable(
+    settings: Settings, pool: asyncpg.Pool, ftp_server: ScratchFtp
+) -> None:
+    """The control connection carries one transfer at a time: a read given up half-way must end its transfer."""
+    folder = ftp_server.root / f"bad_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "bad.ndjson").write_bytes(b'{"id": 1}\nnot json\n' + b'{"id": 2}\n' * 200_000)
+    (folder / "good.ndjson").write_bytes(b'{"id": 3}\n')
+    async with open_store(fields(ftp_server), settings, pool) as store:
+        with pytest.raises(FileStoreError, match="line 2 is not JSON"):
+            async for _ in parse_file(store, f"{ftp_server.remote(folder)}/bad.ndjson", "ndjson"):
+                pass
+        assert len(await store.list(f"{ftp_server.remote(folder)}/*.ndjson")) == 2
+        good = [r async for rs in parse_file(store, f"{ftp_server.remote(folder)}/good.ndjson", "ndjson") for r in rs]
+        assert good == [{"id": 3}]

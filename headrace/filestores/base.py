@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class FileStore(ABC):
         """The regular files a glob matches (none when its folder is missing)."""
 
     @abstractmethod
-    def read(self, path: str) -> AsyncIterator[bytes]:
+    def read(self, path: str) -> AsyncGenerator[bytes, None]:
         """A file's bytes, CHUNK_BYTES at a time."""
 
     @abstractmethod
@@ -91,12 +91,12 @@ class RenamingStore(FileStore):
 
     async def _put(self, source: Path | bytes, name: str) -> None:
         temporary = temporary_name(name)
-        await self._write(source, temporary)
         try:
+            await self._write(source, temporary)
             await self._replace(temporary, name)
         except FileStoreError:
             try:
-                await self.delete(temporary)  # no hidden leftover when the rename is what failed
+                await self.delete(temporary)  # no hidden leftover, whether the write or the rename failed
             except FileStoreError:
                 pass
             raise

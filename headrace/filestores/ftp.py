@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -78,51 +78,62 @@ class FtpStore(RenamingStore):
             raise self._failed("list", pattern, exc) from exc
         return found
 
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    @asynccontextmanager
+    async def _transfer(self, command: str, path: str) -> AsyncIterator[aioftp.DataConnectionThrottleStreamIO]:
+        """One transfer on a data connection (RETR or STOR), taking its turn on the control connection and ended
+        whatever happens: finished, or, given up half-way, closed with the server's reply to it read all the same,
+        so that the next command gets its own answer."""
+        action = "read" if command == "RETR" else "write"
         async with self._turn:
-            async for chunk in self._read(path):
-                yield chunk
+            try:
+                async with asyncio.timeout(self.timeout):
+                    stream = await self.client.get_stream(f"{command} {path}", "1xx")
+            except _ERRORS as exc:
+                raise self._failed(action, path, exc) from exc
+            try:
+                yield stream
+            except BaseException as exc:
+                stream.close()
+                await self._settle()
+                if isinstance(exc, _ERRORS):
+                    raise self._failed(action, path, exc) from exc
+                raise
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await stream.finish()
+            except aioftp.StatusCodeError as exc:
+                raise self._failed(action, path, exc) from exc
+            except _ERRORS as exc:
+                self.client.close()  # no reply in time: out of step, so closed (later operations fail, saying so)
+                raise self._failed(action, path, exc) from exc
 
-    async def _read(self, path: str) -> AsyncIterator[bytes]:
+    async def _settle(self) -> None:
+        """Read the final reply to a transfer given up half-way (226, or 426 once the server sees it closed)."""
         try:
             async with asyncio.timeout(self.timeout):
-                stream = await self.client.download_stream(path)
-        except _ERRORS as exc:
-            raise self._failed("read", path, exc) from exc
-        try:
+                await self.client.command(None, ("2xx", "4xx", "5xx"), "1xx")
+        except _ERRORS:
+            self.client.close()
+
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
+        async with self._transfer("RETR", path) as stream:
             while True:
                 async with asyncio.timeout(self.timeout):
                     chunk = await stream.read(CHUNK_BYTES)
                 if not chunk:
                     break
                 yield chunk
-            async with asyncio.timeout(self.timeout):
-                await stream.finish()
-        except _ERRORS as exc:
-            raise self._failed("read", path, exc) from exc
-        finally:
-            stream.close()  # a reader that stopped early leaves no data connection open
 
     async def _write(self, source: Path | bytes, remote: str) -> None:
-        async with self._turn:
-            await self._upload(source, remote)
-
-    async def _upload(self, source: Path | bytes, remote: str) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                stream = await self.client.upload_stream(remote)
+        async with self._transfer("STOR", remote) as stream:
             if isinstance(source, bytes):
                 async with asyncio.timeout(self.timeout):
                     await stream.write(source)
-            else:
-                with source.open("rb") as local:
-                    while chunk := await asyncio.to_thread(local.read, CHUNK_BYTES):
-                        async with asyncio.timeout(self.timeout):
-                            await stream.write(chunk)
-            async with asyncio.timeout(self.timeout):
-                await stream.finish()
-        except _ERRORS as exc:
-            raise self._failed("write", remote, exc) from exc
+                return
+            with source.open("rb") as local:
+                while chunk := await asyncio.to_thread(local.read, CHUNK_BYTES):
+                    async with asyncio.timeout(self.timeout):
+                        await stream.write(chunk)
 
     async def _replace(self, temporary: str, name: str) -> None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -66,7 +66,7 @@ class S3Store(FileStore):
             raise self._failed("list", pattern, exc) from exc
         return found
 
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
         try:
             response = await self.client.get_object(Bucket=self.bucket, Key=path.lstrip("/"))
             async for chunk in response["Body"].iter_chunks(CHUNK_BYTES):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -41,7 +41,7 @@ class SftpStore(RenamingStore):
                 found.append(RemoteFile(name, attrs.size or 0, float(attrs.mtime or 0)))
         return bounded(found, pattern)
 
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
         try:
             async with self.sftp.open(path, "rb") as remote:
                 while True:

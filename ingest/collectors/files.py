@@ -8,6 +8,7 @@ import csv
 import io
 import posixpath
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,12 +161,14 @@ async def parse_file(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """A file's records, a chunk's worth at a time; parsing runs in a thread, off the event loop."""
     parser = RecordParser(file_format, delimiter, path)
-    async for chunk in store.read(path):
-        records = await asyncio.to_thread(parser.feed, chunk)
-        if progress is not None:
-            progress(len(chunk))
-        if records:
-            yield records
+    # Closed at once when parsing fails: an FTP store's one control connection is busy until its read ends.
+    async with aclosing(store.read(path)) as chunks:
+        async for chunk in chunks:
+            records = await asyncio.to_thread(parser.feed, chunk)
+            if progress is not None:
+                progress(len(chunk))
+            if records:
+                yield records
     tail = parser.close()
     if tail:
         yield tail
