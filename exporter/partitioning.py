@@ -1,4 +1,4 @@
-"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or SFTP name prefixes."""
+"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or file-server prefixes."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class Interval:
 
 
 # Rows whose event time is missing or unparseable are never dropped: they go to the `unknown` interval,
-# `…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP.
+# `…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP and FTP.
 UNKNOWN = Interval(None)
 
 _MINUTE_SPAN = {"half-hour": 30, "quarter-hour": 15}

@@ -11,8 +11,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from pydantic import TypeAdapter
 
-from headrace.filestores import FileStoreError, open_store
+from headrace.filestores import FileStoreError, base, open_store
 from headrace.filestores.ftp_fields import FtpFields
 from headrace.flows.retry import is_transient
 from headrace.platform.processes import free_port
@@ -21,8 +22,10 @@ from headrace.secrets import MASK
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition, CollectorStore
 from ingest.collectors.files import parse_file
+from ingest.collectors.source_models import FileSource
 from tests.conftest import RunningPlatform
 from tests.eventually import eventually
+from tests.file_servers import FileServer
 
 
 def fields(server: ScratchFtp, **changes: object) -> FtpFields:
@@ -188,3 +191,19 @@ async def test_a_file_that_fails_to_parse_leaves_the_connection_usable(
         assert len(await store.list(f"{ftp_server.remote(folder)}/*.ndjson")) == 2
         good = [r async for rs in parse_file(store, f"{ftp_server.remote(folder)}/good.ndjson", "ndjson") for r in rs]
         assert good == [{"id": 3}]
+
+
+async def test_a_listing_is_bounded_on_every_file_server(
+    settings: Settings, pool: asyncpg.Pool, file_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = file_server.root / f"many_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"{index}.csv").write_text("id\n1\n")
+    pattern = f"{file_server.remote(folder)}/*.csv"
+    source = TypeAdapter(FileSource).validate_python(file_server.fields() | {"pattern": pattern})
+    async with open_store(source, settings, pool) as store:
+        assert len(await store.list(pattern)) == 3
+        monkeypatch.setattr(base, "MAX_LISTED", 2)
+        with pytest.raises(FileStoreError, match="matches more than 2 files"):
+            await store.list(pattern)

@@ -1,4 +1,4 @@
-"""What a collector reads: a Postgres table or query, or files on SFTP/S3 (the HTTP JSON API is in http_source)."""
+"""What a collector reads: a Postgres table or query, or files on SFTP, FTP or S3 (HTTP JSON APIs: http_source)."""
 
 from __future__ import annotations
 
