@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aioftp
 import asyncpg
 import orjson
 import pytest
@@ -207,3 +208,10 @@ async def test_a_listing_is_bounded_on_every_file_server(
         monkeypatch.setattr(base, "MAX_LISTED", 2)
         with pytest.raises(FileStoreError, match="matches more than 2 files"):
             await store.list(pattern)
+
+
+def test_an_ftp_4xx_reply_is_transient_and_a_5xx_is_not() -> None:
+    """RFC 959's reply classes decide whether an upload step tries again (the 530 of a real server is above)."""
+    busy = aioftp.StatusCodeError(aioftp.Code("226"), aioftp.Code("421"), ["Too many connections."])
+    denied = aioftp.StatusCodeError(aioftp.Code("226"), aioftp.Code("550"), ["Permission denied."])
+    assert is_transient(busy) and not is_transient(denied)
