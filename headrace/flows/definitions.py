@@ -177,7 +177,7 @@ class Param(_Strict):
 
 
 class Retry(_Strict):
-    """Retries of transient failures (lost connection, serialization failure, SFTP network error), never of user
+    """Retries of transient failures (lost connection, serialization failure, SFTP or FTP network error), never of user
     errors: attempt n waits min(max_seconds, backoff_seconds * 2**(n-1)) scaled by a random factor in [1-jitter, 1]."""
 
     attempts: int = Field(3, ge=1, le=20)
