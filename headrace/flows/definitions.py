@@ -9,7 +9,17 @@ from typing import Annotated, Any, Literal
 import orjson
 import yaml
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headrace.catalog.storages import NAME_PATTERN
 from headrace.filestores.ftp_fields import FtpFields
@@ -266,6 +276,17 @@ class FtpTarget(FtpFields):
     path: str = Field(min_length=1, max_length=1024)
 
 
+def _target_kind(value: Any) -> str:
+    """The tag of an upload destination: a destination without `kind` (written before FTP came) is SFTP."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "ftp" if kind in ("ftp", "ftps") else "sftp"
+
+
+UploadTarget = Annotated[
+    Annotated[SftpTarget, Tag("sftp")] | Annotated[FtpTarget, Tag("ftp")], Discriminator(_target_kind)
+]
+
+
 class UploadStep(_Step):
     type: Literal["upload"]
     storage: StorageName
@@ -274,8 +295,7 @@ class UploadStep(_Step):
     format: Literal["csv", "ndjson", "parquet"] = "csv"
     gzip: bool = False
     csv_separator: str = Field(",", min_length=1, max_length=1)
-    # Not a tagged union: a destination without `kind` (written before FTP came) is SFTP.
-    destination: SftpTarget | FtpTarget
+    destination: UploadTarget
 
 
 Step = Annotated[EtlStep | PythonStep | UploadStep, Field(discriminator="type")]
