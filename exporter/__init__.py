@@ -1,1 +1,1 @@
-"""The exporter service: scheduled, partitioned exports of inserted rows to S3 and SFTP with delivery reports."""
+"""The exporter service: scheduled, partitioned exports of inserted rows to S3, SFTP or FTP(S) with delivery reports."""

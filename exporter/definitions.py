@@ -12,6 +12,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headrace.catalog import Catalog, validate_storage_name
+from headrace.filestores.ftp_fields import FtpFields
 from headrace.outbound import OutboundPolicy, url_host
 from headrace.s3 import S3Connection
 from headrace.secrets import SealedDefinitions, SecretFields, redact
@@ -24,7 +25,8 @@ SECRETS = SecretFields(
         {
             *("name", "sources", "mode", "names", "privacy_filter", "consent_column", "format", "csv_separator"),
             *("csv_header", "parquet_compression", "frequency_minutes", "scheduled", "kind", "bucket", "folder"),
-            *("region", "access_key_id", "host", "port", "user", "host_key", "partition_level", "event_time_column"),
+            *("region", "access_key_id", "host", "port", "user", "host_key", "ca_cert", "partition_level"),
+            "event_time_column",
             "max_rows_per_file",
         }
     ),
@@ -73,7 +75,13 @@ class SftpDestination(_Strict):
         return self
 
 
-Destination = Annotated[S3Destination | SftpDestination, Field(discriminator="kind")]
+class FtpDestination(FtpFields):
+    """ftp:// or ftps:// (explicit TLS; `ca_cert` trusts a self-signed server): named, written and renamed as SFTP."""
+
+    folder: str = ""
+
+
+Destination = Annotated[S3Destination | SftpDestination | FtpDestination, Field(discriminator="kind")]
 
 
 class PropertySelection(_Strict):
@@ -151,9 +159,9 @@ class Export:
         )
 
 
-def destination_host(destination: S3Destination | SftpDestination) -> tuple[str, int] | None:
+def destination_host(destination: S3Destination | SftpDestination | FtpDestination) -> tuple[str, int] | None:
     """The host (and port) a destination connects to; a default S3 endpoint (AWS) names none."""
-    if isinstance(destination, SftpDestination):
+    if isinstance(destination, SftpDestination | FtpDestination):
         return destination.host, destination.port
     return url_host(destination.endpoint_url) if destination.endpoint_url else None
 

@@ -1,4 +1,4 @@
-"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or SFTP name prefixes."""
+"""Partitioning by UTC event time, and the seed's file names: S3 folders `date=/hour=/min=` or file-server prefixes."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class Interval:
 
 
 # Rows whose event time is missing or unparseable are never dropped: they go to the `unknown` interval,
-# `…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP.
+# `…/data/date=unknown/…` on S3 and `<export>_unknown_data_…` on SFTP and FTP.
 UNKNOWN = Interval(None)
 
 _MINUTE_SPAN = {"half-hour": 30, "quarter-hour": 15}
@@ -99,15 +99,15 @@ def file_guid(export_id: uuid.UUID, run_key: str, interval: Interval) -> uuid.UU
 
 @dataclass(frozen=True)
 class Layout:
-    """Where an export's files and reports go on its destination (S3 keys, or SFTP paths)."""
+    """Where an export's files and reports go on its destination (S3 keys, or SFTP and FTP paths)."""
 
-    kind: str  # "s3" or "sftp"
+    kind: str  # "s3", or a file server's "sftp", "ftp", "ftps"
     folder: str
     export_name: str
 
     def _join(self, name: str) -> str:
-        # An SFTP folder may be absolute; an S3 key never starts with a slash.
-        folder = self.folder.rstrip("/") if self.kind == "sftp" else self.folder.strip("/")
+        # A file server's folder may be absolute; an S3 key never starts with a slash.
+        folder = self.folder.strip("/") if self.kind == "s3" else self.folder.rstrip("/")
         return f"{folder}/{name}" if folder else name
 
     def data_file(self, interval: Interval, guid: uuid.UUID, number: int, suffix: str) -> str:
@@ -115,7 +115,7 @@ class Layout:
         leaf = f"data_{guid}_{number:03d}_0_0.{suffix}"
         if self.kind == "s3":
             return self._join(f"{self.export_name}/data/{interval.s3_folder()}/{leaf}")
-        # SFTP servers may not let us create folders, so the interval travels in the file name.
+        # File servers (SFTP, FTP) may not let us create folders, so the interval travels in the file name.
         return self._join(f"{self.export_name}_{interval.name_prefix()}_{leaf}")
 
     def report(self, stamp: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -23,6 +24,7 @@ _INTERNAL_KINDS = ("loopback", "link_local", "multicast", "unspecified", "privat
 # DSN parameters that make the client read local files (a password file, a service file): not for outside servers.
 _LOCAL_FILE_PARAMETERS = ("passfile", "service", "servicefile")
 POSTGRES_PORT = 5432
+T = TypeVar("T")
 
 
 class OutboundRefused(ValueError):
@@ -159,12 +161,24 @@ class _CheckedResolver(AbstractResolver):
         await self._inner.close()
 
 
+async def first_answering(addresses: list[str], attempt: Callable[[str], Awaitable[T]]) -> T:
+    """The first checked address that answers (a name may resolve to IPv6 and IPv4 while the server listens on one)."""
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            return await attempt(address)
+        except OSError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
 def url_host(url: str) -> tuple[str, int]:
     """A URL's host and port (the scheme's default port when it names none)."""
     parts = urlsplit(url)
     if not parts.hostname:
         raise OutboundRefused(f"{parts.scheme or 'the'} URL names no host")
-    default = {"http": 80, "https": 443, "sftp": 22, "ssh": 22}.get(parts.scheme.lower(), 0)
+    default = {"http": 80, "https": 443, "sftp": 22, "ssh": 22, "ftp": 21, "ftps": 21}.get(parts.scheme.lower(), 0)
     return parts.hostname, parts.port or default
 
 

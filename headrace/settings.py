@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     collector_http_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest one request of an HTTP JSON API source may take, its body read included"
     )
+    file_store_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest an FTP or FTPS server may take to answer: a connection and login, a command, one chunk",
+    )
     collector_test_pause_seconds: float = Field(
         0.0,
         description="Test hook: a collector run sleeps this long after Kafka acked a batch, before its cursor moves",

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import asyncpg
 import asyncssh
 
-from headrace.outbound import OutboundPolicy
+from headrace.outbound import OutboundPolicy, first_answering
 from headrace.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class SftpServer(Protocol):
@@ -83,18 +81,6 @@ class KnownHosts:
         return not status.endswith(" 0")
 
 
-async def _each_address(addresses: list[str], attempt: Callable[[str], Awaitable[T]]) -> T:
-    """The first address that answers (a name may resolve to IPv6 and IPv4 while the server listens on one)."""
-    failure: OSError | None = None
-    for address in addresses:
-        try:
-            return await attempt(address)
-        except OSError as exc:
-            failure = exc
-    assert failure is not None
-    raise failure
-
-
 async def connect_sftp(server: SftpServer, settings: Settings, pool: asyncpg.Pool) -> asyncssh.SSHClientConnection:
     """An SSH connection to the server, which must present its configured `host_key`, else the key recorded the first
     time Headrace connected to it (recorded now if this is the first time).
@@ -114,7 +100,7 @@ async def connect_sftp(server: SftpServer, settings: Settings, pool: asyncpg.Poo
         if row is not None:
             trusted, recorded_at = row["public_key"], row["recorded_at"]
         else:
-            presented = await _each_address(addresses, lambda a: asyncssh.get_server_host_key(a, **common))
+            presented = await first_answering(addresses, lambda a: asyncssh.get_server_host_key(a, **common))
             if presented is None:
                 raise asyncssh.HostKeyNotVerifiable(f"{server.host}:{server.port} presented no host key")
             trusted = await known.record(server.host, server.port, presented.export_public_key().decode().strip())
@@ -129,7 +115,7 @@ async def connect_sftp(server: SftpServer, settings: Settings, pool: asyncpg.Poo
         "known_hosts": ([asyncssh.import_public_key(trusted)], [], []),
     }
     try:
-        return await _each_address(addresses, lambda a: asyncssh.connect(a, **options))
+        return await first_answering(addresses, lambda a: asyncssh.connect(a, **options))
     except asyncssh.HostKeyNotVerifiable:
         raise HostKeyChanged(await _changed_message(server, addresses, trusted, recorded_at, common)) from None
 
@@ -139,7 +125,7 @@ async def _changed_message(
 ) -> str:
     where = f"{server.host}:{server.port}"
     try:
-        presented = await _each_address(addresses, lambda a: asyncssh.get_server_host_key(a, **common))
+        presented = await first_answering(addresses, lambda a: asyncssh.get_server_host_key(a, **common))
         now = f"it now presents {presented.get_fingerprint('sha256')}" if presented else "it presents no key"
     except (OSError, asyncssh.Error):
         now = "it presents another key"

@@ -1,5 +1,5 @@
-"""File imports on the ingest service: a CSV or NDJSON file (or every file a glob matches) on SFTP or S3, loaded into
-a storage as one batch, streamed, as a job (`POST /api/storages/{name}/imports`; `headrace storage import`)."""
+"""File imports on the ingest service: a CSV or NDJSON file (or every file a glob matches) on SFTP, FTP(S) or S3,
+loaded into a storage as one batch, streamed, as a job (`POST /api/storages/{name}/imports`; `storage import`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from headrace.catalog import Catalog, InvalidStorageName, Storage, StorageNotFound
 from headrace.catalog.provision import create_storage
+from headrace.filestores import open_store
 from headrace.kafka import Topics, create_topics
 from headrace.outbound import OutboundPolicy
 from headrace.progress import Progress
@@ -20,8 +21,8 @@ from headrace.web.errors import INVALID_INPUT, ErrorAnswers, guarded, read_json
 from headrace.web.jobs import Jobs
 from headrace.web.service import json_error
 from ingest.collectors.batches import BatchFailed, BatchWriter
-from ingest.collectors.files import FileSourceError, format_of, open_store, parse_file
-from ingest.collectors.source_models import FileSource, S3Source, SftpSource, source_hosts
+from ingest.collectors.files import FileSourceError, format_of, parse_file
+from ingest.collectors.source_models import FileSource, FtpSource, S3Source, SftpSource, source_hosts
 from ingest.push import MAX_EVENT_ID_LENGTH
 
 
@@ -89,7 +90,7 @@ async def run_import(
     progress: Progress,
 ) -> dict[str, Any]:
     """Stream every file the source matches into one batch; progress counts the files' bytes read."""
-    source: SftpSource | S3Source = request.source
+    source: SftpSource | FtpSource | S3Source = request.source
     topic = Topics(settings.topic_prefix).ingest(storage.name)
     await create_topics(settings, catalog.pool, [topic])
     writer = BatchWriter(producer, topic, batch_id, request.mode, storage.primary_key)

@@ -22,9 +22,11 @@ import pytest
 
 from headrace.platform.processes import free_port
 from headrace.platform.scratch import ScratchS3, ScratchSftp, fresh_database, running_broker, running_s3, running_sftp
+from headrace.platform.scratch_ftp import ScratchFtp, running_ftp
 from headrace.postgres import create_pool
 from headrace.s3 import S3Connection
 from headrace.settings import SERVICES, Settings
+from tests.file_servers import KINDS, FileServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -241,6 +243,27 @@ def sftp_server(work_dir: Path) -> Iterator[ScratchSftp]:
     """OpenSSH's sshd with its own config, host key and authorized key, on a loopback port."""
     with running_sftp(work_dir) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ftp_server(work_dir: Path) -> Iterator[ScratchFtp]:
+    """pyftpdlib (plain FTP, passive mode) in a thread, on a loopback port."""
+    with running_ftp(work_dir, "ftp") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ftps_server(work_dir: Path) -> Iterator[ScratchFtp]:
+    """pyftpdlib with explicit TLS required on control and data connections, and a self-signed certificate."""
+    with running_ftp(work_dir, "ftps") as server:
+        yield server
+
+
+@pytest.fixture(params=KINDS)
+def file_server(request: pytest.FixtureRequest) -> FileServer:
+    """Each file server in turn (SFTP, FTP, FTPS), for the tests whose behaviour is the same on all of them."""
+    kind: str = request.param
+    return FileServer(request.getfixturevalue(f"{kind}_server"), kind)
 
 
 def s3_client(server: ScratchS3) -> Any:

@@ -11,10 +11,11 @@ import pytest
 
 from exporter.definitions import SftpDestination
 from exporter.destinations import DeliveryFailed, open_destination
+from headrace.filestores import open_store
 from headrace.platform.scratch import ScratchSftp
 from headrace.settings import Settings
 from headrace.sftp import HostKeyChanged, KnownHosts, connect_sftp
-from ingest.collectors.files import FileSourceError, open_store
+from ingest.collectors.files import FileSourceError
 from ingest.collectors.source_models import SftpSource
 from tests.conftest import RunningPlatform
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import asyncpg
 
+from headrace.filestores import FileStore, FileStoreError, Location, open_store
 from headrace.settings import Settings
 
 
@@ -47,17 +49,52 @@ class Destination(ABC):
         """Remove a file a failed attempt left; a name that is not there is no error."""
 
 
-def open_destination(destination: object, settings: Settings, pool: asyncpg.Pool) -> Destination:
+class StoreDestination(Destination):
+    """Any file store (S3, SFTP, FTP, FTPS): the store gives the guarantee (an S3 upload completes or is not there; a
+    file server's file is written under a temporary name, then renamed), this turns its errors into DeliveryFailed."""
+
+    def __init__(self, location: Location, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.location = location
+        self.settings = settings
+        self.pool = pool
+        self._stack = AsyncExitStack()
+        self._store: FileStore | None = None
+
+    async def open(self) -> None:
+        try:
+            self._store = await self._stack.enter_async_context(open_store(self.location, self.settings, self.pool))
+        except FileStoreError as exc:
+            raise DeliveryFailed(str(exc)) from None
+
+    async def close(self) -> None:
+        self._store = None
+        await self._stack.aclose()
+
+    @property
+    def store(self) -> FileStore:
+        assert self._store is not None, "the destination is used between open() and close()"
+        return self._store
+
+    async def put_file(self, local: Path, name: str) -> None:
+        try:
+            await self.store.put_file(local, name)
+        except FileStoreError as exc:
+            raise DeliveryFailed(str(exc)) from exc
+
+    async def put_bytes(self, data: bytes, name: str) -> None:
+        try:
+            await self.store.put_bytes(data, name)
+        except FileStoreError as exc:
+            raise DeliveryFailed(str(exc)) from exc
+
+    async def delete(self, name: str) -> None:
+        try:
+            await self.store.delete(name)
+        except FileStoreError as exc:
+            raise DeliveryFailed(str(exc)) from exc
+
+
+def open_destination(destination: Location, settings: Settings, pool: asyncpg.Pool) -> Destination:
     """The Destination for a definition's destination settings; `settings` bound which hosts it may reach, `pool`
     keeps SFTP host keys."""
-    from exporter.definitions import S3Destination, SftpDestination
-
-    if isinstance(destination, S3Destination):
-        from exporter.destinations.s3 import S3
-
-        return S3(destination, settings)
-    if isinstance(destination, SftpDestination):
-        from exporter.destinations.sftp import Sftp
-
-        return Sftp(destination, settings, pool)
-    raise TypeError(f"no destination for {type(destination).__name__}")
+    return StoreDestination(destination, settings, pool)

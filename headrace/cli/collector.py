@@ -37,6 +37,9 @@ def _source(source_url: str, table: str | None, query: str | None, options: dict
     fields = {"format": options["file_format"], "delimiter": options["delimiter"]}
     if scheme == "s3":
         fields |= {k: options[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key")}
+    elif scheme in ("ftp", "ftps"):
+        ca_cert: Path | None = options["ca_cert"]
+        fields |= {"password": options["password"], "ca_cert": ca_cert.read_text() if ca_cert else None}
     else:
         fields |= {"private_key": key_file.read_text() if key_file else None, "password": options["password"]}
         fields |= {"host_key": options["host_key"]}
@@ -50,7 +53,8 @@ def _source(source_url: str, table: str | None, query: str | None, options: dict
     "--from",
     "source_url",
     required=True,
-    help="postgresql://user:pass@host/db, sftp://user@host:port/dir/*.csv, s3://bucket/prefix/*.csv or https://api/…",
+    help="postgresql://user:pass@host/db, sftp://user@host:port/dir/*.csv (or ftp://, ftps://), s3://bucket/prefix/*.csv"
+    " or https://api/…",
 )
 @click.option("--table", help="Postgres: the table to collect (schema.name)")
 @click.option("--query", help="Postgres: a SELECT to collect instead of a table")
@@ -66,7 +70,10 @@ def _source(source_url: str, table: str | None, query: str | None, options: dict
 @click.option("--soft-delete-column", help="incremental-updates: rows with this column true (or set) are deleted")
 @click.option("--delete-missing", is_flag=True, help="incremental-updates: delete keys the source no longer has")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP private key")
-@click.option("--password", help="SFTP password")
+@click.option("--password", help="SFTP or FTP password")
+@click.option(
+    "--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="FTPS: PEM certificate to trust"
+)
 @click.option("--host-key", help="SFTP: the server's public key (unset: trusted on first use, then enforced)")
 @click.option("--format", "file_format", type=click.Choice(["csv", "ndjson"]), default="csv")
 @click.option("--delimiter", default=",", help="CSV separator")

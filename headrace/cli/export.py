@@ -45,17 +45,20 @@ def _path(name: str, rest: str = "") -> str:
 @click.option("--partition", type=click.Choice(["date", "hour", "half-hour", "quarter-hour"]), default="hour")
 @click.option("--event-time-column", default="hit_time_utc", show_default=True)
 @click.option("--max-rows-per-file", type=int, default=1_000_000, show_default=True)
-@click.option("--destination", type=click.Choice(["s3", "sftp"]), required=True)
-@click.option("--folder", default="", help="Folder (S3 key prefix, or SFTP directory)")
+@click.option("--destination", type=click.Choice(["s3", "sftp", "ftp", "ftps"]), required=True)
+@click.option("--folder", default="", help="Folder (S3 key prefix, or SFTP/FTP directory)")
 @click.option("--bucket", help="S3 bucket")
 @click.option("--endpoint-url", help="S3 endpoint (S3-compatible stores)")
 @click.option("--region", help="S3 region")
 @click.option("--access-key-id", help="S3 access key id")
 @click.option("--secret-access-key", help="S3 secret access key (stored, never shown)")
-@click.option("--host", help="SFTP host")
-@click.option("--port", type=int, default=22, show_default=True, help="SFTP port")
-@click.option("--user", help="SFTP user")
-@click.option("--password", help="SFTP password (stored, never shown)")
+@click.option("--host", help="SFTP or FTP host")
+@click.option("--port", type=int, help="SFTP or FTP port  [default: 22, FTP: 21]")
+@click.option("--user", help="SFTP or FTP user")
+@click.option("--password", help="SFTP or FTP password (stored, never shown)")
+@click.option(
+    "--ca-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="FTPS: PEM certificate to trust"
+)
 @click.option("--private-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP key")
 @click.option("--host-key", help="The SFTP server's public key; unset: trusted on first use, then enforced")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
@@ -87,11 +90,21 @@ def _definition(name: str, o: dict[str, Any]) -> dict[str, Any]:
             "access_key_id": o["access_key_id"],
             "secret_access_key": o["secret_access_key"],
         }
+    elif o["destination"] in ("ftp", "ftps"):
+        destination = {
+            "kind": o["destination"],
+            "host": o["host"] or "",
+            "port": o["port"] or 21,
+            "user": o["user"] or "",
+            "password": o["password"],
+            "ca_cert": o["ca_cert"].read_text() if o["ca_cert"] else None,
+            "folder": o["folder"],
+        }
     else:
         destination = {
             "kind": "sftp",
             "host": o["host"] or "",
-            "port": o["port"],
+            "port": o["port"] or 22,
             "user": o["user"] or "",
             "password": o["password"],
             "private_key": o["private_key_file"].read_text() if o["private_key_file"] else None,

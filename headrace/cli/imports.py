@@ -1,4 +1,4 @@
-"""`headrace storage import`: a CSV or NDJSON file on SFTP or S3 loaded into a storage as one batch, streamed."""
+"""`headrace storage import`: a CSV or NDJSON file on SFTP, FTP(S) or S3 loaded into a storage as one batch."""
 
 from __future__ import annotations
 
@@ -15,9 +15,19 @@ from headrace.cli.storage import storage
 
 @storage.command("import")
 @click.argument("name")
-@click.option("--from", "source_url", required=True, help="sftp://user@host:port/path.csv or s3://bucket/key.csv")
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    help="sftp://user@host:port/path.csv (or ftp://, ftps://), s3://bucket/key.csv",
+)
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="SFTP key file")
-@click.option("--password", help="SFTP password (prefer --key)")
+@click.option("--password", help="SFTP (prefer --key) or FTP password")
+@click.option(
+    "--ca-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FTPS: a PEM certificate to trust (a self-signed server's own); unset: the system's CAs",
+)
 @click.option("--host-key", help="SFTP: the server's public key (unset: trusted on first use, then enforced)")
 @click.option("--endpoint", "endpoint_url", help="S3: the API endpoint (MinIO, moto, …)")
 @click.option("--region", default="us-east-1", show_default=True)
@@ -45,6 +55,9 @@ def storage_import(ctx: click.Context, /, name: str, source_url: str, **options:
     }
     if scheme == "s3":
         source |= {k: options[k] for k in ("endpoint_url", "region", "access_key_id", "secret_access_key")}
+    elif scheme in ("ftp", "ftps"):
+        ca_cert: Path | None = options["ca_cert"]
+        source |= {"password": options["password"], "ca_cert": ca_cert.read_text() if ca_cert else None}
     else:
         source |= {
             "private_key": key_file.read_text() if key_file else None,

@@ -9,9 +9,20 @@ from typing import Annotated, Any, Literal
 import orjson
 import yaml
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headrace.catalog.storages import NAME_PATTERN
+from headrace.filestores.ftp_fields import FtpFields
 
 STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 AGGREGATES = ("sum", "count", "count_distinct", "min", "max", "avg")
@@ -176,7 +187,7 @@ class Param(_Strict):
 
 
 class Retry(_Strict):
-    """Retries of transient failures (lost connection, serialization failure, SFTP network error), never of user
+    """Retries of transient failures (lost connection, serialization failure, SFTP or FTP network error), never of user
     errors: attempt n waits min(max_seconds, backoff_seconds * 2**(n-1)) scaled by a random factor in [1-jitter, 1]."""
 
     attempts: int = Field(3, ge=1, le=20)
@@ -249,6 +260,7 @@ class PythonStep(_Step):
 
 
 class SftpTarget(_Strict):
+    kind: Literal["sftp"] = "sftp"  # the default: upload steps were SFTP-only before FTP came
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(22, ge=1, le=65535)
     user: str = Field(min_length=1, max_length=255)
@@ -256,6 +268,23 @@ class SftpTarget(_Strict):
     private_key: str | None = None
     host_key: str | None = None
     path: str = Field(min_length=1, max_length=1024)  # folder and templated name: /out/sales_{date}.csv
+
+
+class FtpTarget(FtpFields):
+    """ftp:// or ftps:// (explicit TLS; `ca_cert` trusts a self-signed server)."""
+
+    path: str = Field(min_length=1, max_length=1024)
+
+
+def _target_kind(value: Any) -> str:
+    """The tag of an upload destination: a destination without `kind` (written before FTP came) is SFTP."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "ftp" if kind in ("ftp", "ftps") else "sftp"
+
+
+UploadTarget = Annotated[
+    Annotated[SftpTarget, Tag("sftp")] | Annotated[FtpTarget, Tag("ftp")], Discriminator(_target_kind)
+]
 
 
 class UploadStep(_Step):
@@ -266,7 +295,7 @@ class UploadStep(_Step):
     format: Literal["csv", "ndjson", "parquet"] = "csv"
     gzip: bool = False
     csv_separator: str = Field(",", min_length=1, max_length=1)
-    destination: SftpTarget
+    destination: UploadTarget
 
 
 Step = Annotated[EtlStep | PythonStep | UploadStep, Field(discriminator="type")]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 
+import aioftp
 import asyncpg
 import asyncssh
 
+from headrace.filestores import FileStoreError
 from headrace.flows.definitions import Retry
 
 # SQLSTATEs worth another attempt: the connection went away (class 08, an administrator's or a crash's shutdown,
@@ -16,8 +18,13 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "5
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A lost connection, a serialization failure or deadlock, an SFTP network error; never a user's mistake (a
-    formula Postgres refuses, a missing column, a script that exits non-zero, a refused SFTP login)."""
+    """A lost connection, a serialization failure or deadlock, an SFTP or FTP network error or an FTP server's 4xx;
+    never a user's mistake (a formula Postgres refuses, a missing column, a script that exits non-zero, a refused
+    login)."""
+    if isinstance(exc, FileStoreError):
+        # A file store names what failed; the protocol's error under it says whether trying again may help.
+        under = exc.__cause__ or exc.__context__
+        return under is not None and is_transient(under)
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state.startswith("08") or state in TRANSIENT_SQLSTATES
@@ -27,6 +34,9 @@ def is_transient(exc: BaseException) -> bool:
         return not isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable)
     if isinstance(exc, asyncssh.ConnectionLost | asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
         return True
+    if isinstance(exc, aioftp.StatusCodeError):
+        # RFC 959: 4yz is a transient negative reply (421 too many connections, 450 file busy…), 5yz a permanent one.
+        return any(str(code).startswith("4") for code in exc.received_codes[-1:])
     return isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError) or (
         isinstance(exc, OSError) and exc.errno is not None and exc.errno in _NETWORK_ERRNOS
     )

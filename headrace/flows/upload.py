@@ -1,4 +1,4 @@
-"""An upload step: a storage's rows (some columns, a filter) as CSV, NDJSON or Parquet, optionally gzip, to SFTP."""
+"""An upload step: a storage's rows (some columns, a filter) as CSV, NDJSON or Parquet, maybe gzip, to SFTP or FTP."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
 import asyncpg
-import asyncssh
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from headrace.catalog import Storage
+from headrace.filestores import open_store
 from headrace.flows.compile import StepError
 from headrace.flows.definitions import UploadStep
 from headrace.flows.formulas import compile_text
@@ -27,7 +27,6 @@ from headrace.models.inference import format_datetime
 from headrace.models.types import ColumnType
 from headrace.postgres import quote_ident
 from headrace.settings import Settings
-from headrace.sftp import connect_sftp
 
 FETCH_ROWS = 10_000
 TEMPLATE_FIELDS = frozenset({"date", "datetime", "run_id", "flow", "step"})
@@ -162,16 +161,10 @@ async def write_file(conn: asyncpg.Connection, step: UploadStep, storage: Storag
 
 
 async def upload(step: UploadStep, settings: Settings, pool: asyncpg.Pool, local: Path, target: PurePosixPath) -> None:
-    """Put the file under a temporary name beside its target, then rename it: readers never see half a file."""
-    temporary = target.with_name(f".{target.name}.part")
-    async with await connect_sftp(step.destination, settings, pool) as ssh, ssh.start_sftp_client() as sftp:
-        await sftp.put(str(local), str(temporary))
-        try:
-            await sftp.posix_rename(str(temporary), str(target))
-        except asyncssh.SFTPOpUnsupported:
-            if await sftp.exists(str(target)):
-                await sftp.remove(str(target))
-            await sftp.rename(str(temporary), str(target))
+    """Put the file in place whole (the store writes it under a temporary name beside its target, then renames it):
+    readers never see half a file."""
+    async with open_store(step.destination, settings, pool) as store:
+        await store.put_file(local, str(target))
 
 
 def scratch_file(suffix: str) -> Path:

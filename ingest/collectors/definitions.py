@@ -17,7 +17,7 @@ from headrace.catalog.storages import NAME_PATTERN
 from headrace.outbound import OutboundPolicy
 from headrace.secrets import SealedDefinitions, SecretFields, redact
 from headrace.settings import Settings
-from ingest.collectors.source_models import Source, Strict, source_hosts
+from ingest.collectors.source_models import FILE_SOURCES, Source, Strict, source_hosts
 
 EXTRACT_MODES = ("snapshot", "incremental-appends", "incremental-updates")
 # Each extract mode loads with the load mode that gives its batches their meaning (seed 003).
@@ -31,8 +31,8 @@ SECRETS = SecretFields(
         {
             *("name", "storage", "extract_mode", "cursor_column", "primary_key", "soft_delete_column"),
             *("delete_missing", "every_seconds", "cron", "kind", "table", "query", "pattern", "format", "delimiter"),
-            *("host", "port", "user", "host_key", "bucket", "region", "access_key_id", "records_path", "pagination"),
-            *("page_param", "size_param", "page_size", "first_page", "next_path", "max_pages"),
+            *("host", "port", "user", "host_key", "ca_cert", "bucket", "region", "access_key_id", "records_path"),
+            *("pagination", "page_param", "size_param", "page_size", "first_page", "next_path", "max_pages"),
         }
     ),
     urls=frozenset({"dsn", "url", "endpoint_url"}),
@@ -80,7 +80,7 @@ class CollectorDefinition(Strict):
     def _consistent(self) -> CollectorDefinition:
         if self.every_seconds is not None and self.cron is not None:
             raise ValueError("a schedule is an interval or a cron expression, not both")
-        files = self.source.kind in ("sftp", "s3")
+        files = isinstance(self.source, FILE_SOURCES)
         if self.extract_mode != "snapshot" and not files and not self.cursor_column:
             raise ValueError(f"{self.extract_mode} needs a cursor column")
         if self.extract_mode == "incremental-updates" and not self.primary_key:

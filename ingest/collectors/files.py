@@ -1,35 +1,24 @@
-"""CSV and NDJSON files on SFTP or S3: listing by glob pattern, streaming reads, and chunk-wise record parsing."""
+"""CSV and NDJSON files on any file store (SFTP, FTP, FTPS, S3): chunk-wise record parsing of what a store reads."""
 
 from __future__ import annotations
 
 import asyncio
 import codecs
 import csv
-import fnmatch
 import io
 import posixpath
-import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from contextlib import aclosing
+from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
-import asyncssh
 import orjson
+from pydantic import TypeAdapter
 
+from headrace.filestores import FileStore, FileStoreError
 from headrace.models.inference import parse_text
-from headrace.outbound import OutboundPolicy, OutboundRefused
-from headrace.secrets import redact
-from headrace.settings import Settings
-from headrace.sftp import connect_sftp
-from ingest.collectors.source_models import S3Source, SftpSource
+from ingest.collectors.source_models import FileSource
 
-if TYPE_CHECKING:  # from the type stubs of the dev extra (types-aioboto3[s3])
-    from types_aiobotocore_s3 import S3Client
-
-CHUNK_BYTES = 1024 * 1024
 # The longest record (an NDJSON line, a CSV row) a parser holds while waiting for its end: as large as a push
 # body may be by default, so a file without newlines cannot grow a parser's buffer without bound.
 MAX_RECORD_BYTES = 10 * 1024 * 1024
@@ -37,8 +26,8 @@ MAX_RECORD_BYTES = 10 * 1024 * 1024
 _BLANK = " \t\r"
 
 
-class FileSourceError(RuntimeError):
-    """A file could not be listed, read or parsed: the message names it."""
+# What the file store raises is what a file source raises: one error for listing, reading and parsing.
+FileSourceError = FileStoreError
 
 
 class RecordTooLarge(FileSourceError):
@@ -49,123 +38,10 @@ class RecordTooLarge(FileSourceError):
         self.limit = limit
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int
-    modified: float  # seconds since the epoch
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "modified": self.modified}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RemoteFile:
-        return cls(data["path"], int(data["size"]), float(data["modified"]))
-
-
-def _glob_prefix(pattern: str) -> str:
-    """The literal part of a pattern before its first wildcard: what S3 can list by."""
-    match = re.search(r"[*?\[]", pattern)
-    return pattern if match is None else pattern[: match.start()]
-
-
-class FileStore:
-    """One connection to an SFTP server or an S3 bucket: list files by pattern, read one as chunks."""
-
-    async def list(self, pattern: str) -> list[RemoteFile]:
-        raise NotImplementedError
-
-    def read(self, path: str) -> AsyncIterator[bytes]:
-        raise NotImplementedError
-
-
-class SftpStore(FileStore):
-    def __init__(self, sftp: asyncssh.SFTPClient) -> None:
-        self.sftp = sftp
-
-    async def list(self, pattern: str) -> list[RemoteFile]:
-        try:
-            names = await self.sftp.glob(pattern)
-        except asyncssh.SFTPNoSuchFile:
-            return []
-        except (OSError, asyncssh.Error) as exc:
-            raise FileSourceError(f"cannot list {pattern}: {redact(str(exc))}") from exc
-        found = []
-        for name in names:
-            assert isinstance(name, str)  # a str pattern globs to str names
-            attrs = await self.sftp.stat(name)
-            if attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
-                found.append(RemoteFile(name, attrs.size or 0, float(attrs.mtime or 0)))
-        return found
-
-    async def read(self, path: str) -> AsyncIterator[bytes]:
-        try:
-            async with self.sftp.open(path, "rb") as remote:
-                while True:
-                    # asyncssh types read() as returning any AnyStr: a file opened "rb" reads bytes.
-                    chunk: bytes = await remote.read(CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    yield chunk
-        except (OSError, asyncssh.Error) as exc:
-            raise FileSourceError(f"cannot read {path}: {redact(str(exc))}") from exc
-
-
-class S3Store(FileStore):
-    def __init__(self, client: S3Client, bucket: str) -> None:
-        self.client = client
-        self.bucket = bucket
-
-    async def list(self, pattern: str) -> list[RemoteFile]:
-        pattern = pattern.lstrip("/")
-        found = []
-        try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=_glob_prefix(pattern)):
-                for item in page.get("Contents", []):
-                    if fnmatch.fnmatchcase(item["Key"], pattern):
-                        found.append(RemoteFile(item["Key"], item["Size"], item["LastModified"].timestamp()))
-        except Exception as exc:  # botocore's errors share no useful base beyond Exception
-            raise FileSourceError(f"cannot list s3://{self.bucket}/{pattern}: {redact(str(exc))}") from exc
-        return found
-
-    async def read(self, path: str) -> AsyncIterator[bytes]:
-        try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=path.lstrip("/"))
-            async for chunk in response["Body"].iter_chunks(CHUNK_BYTES):
-                yield chunk
-        except Exception as exc:
-            raise FileSourceError(f"cannot read s3://{self.bucket}/{path}: {redact(str(exc))}") from exc
-
-
-@asynccontextmanager
-async def open_store(source: SftpSource | S3Source, settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[FileStore]:
-    """A connection to the source's server, once its host passed the outbound policy (and, on SFTP, its host key)."""
-    if isinstance(source, SftpSource):
-        where = f"sftp://{source.user}@{source.host}:{source.port}"
-        try:
-            connection = await connect_sftp(source, settings, pool)
-        except (OSError, asyncssh.Error, OutboundRefused) as exc:
-            raise FileSourceError(f"cannot connect to {where}: {redact(str(exc))}") from None
-        try:
-            async with connection.start_sftp_client() as sftp:
-                yield SftpStore(sftp)
-        finally:
-            connection.close()
-            await connection.wait_closed()
-        return
-    try:
-        await OutboundPolicy.from_settings(settings).check_url(source.endpoint_url)
-    except (OSError, OutboundRefused) as exc:
-        raise FileSourceError(f"cannot connect to the S3 endpoint: {redact(str(exc))}") from None
-    async with source.client() as client:
-        yield S3Store(client, source.bucket)
-
-
-def source_from_url(url: str, **fields: Any) -> SftpSource | S3Source:
-    """sftp://user@host:port/path or s3://bucket/key (either may hold a glob) as a file source, with more fields."""
-    source = {"kind": urlsplit(url).scheme, "url": url, **fields}
-    return SftpSource.model_validate(source) if source["kind"] == "sftp" else S3Source.model_validate(source)
+def source_from_url(url: str, **fields: Any) -> FileSource:
+    """sftp://, ftp://, ftps://user@host:port/path or s3://bucket/key (any may hold a glob) as a file source, with more
+    fields."""
+    return TypeAdapter(FileSource).validate_python({"kind": urlsplit(url).scheme, "url": url, **fields})
 
 
 def format_of(path: str, default: str = "csv") -> str:
@@ -285,12 +161,14 @@ async def parse_file(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """A file's records, a chunk's worth at a time; parsing runs in a thread, off the event loop."""
     parser = RecordParser(file_format, delimiter, path)
-    async for chunk in store.read(path):
-        records = await asyncio.to_thread(parser.feed, chunk)
-        if progress is not None:
-            progress(len(chunk))
-        if records:
-            yield records
+    # Closed at once when parsing fails: an FTP store's one control connection is busy until its read ends.
+    async with aclosing(store.read(path)) as chunks:
+        async for chunk in chunks:
+            records = await asyncio.to_thread(parser.feed, chunk)
+            if progress is not None:
+                progress(len(chunk))
+            if records:
+                yield records
     tail = parser.close()
     if tail:
         yield tail

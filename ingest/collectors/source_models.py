@@ -1,4 +1,4 @@
-"""What a collector may read, as validated definitions: a Postgres table or query, SFTP or S3 files, an HTTP API."""
+"""What a collector may read, as validated definitions: Postgres, SFTP, FTP(S) or S3 files, an HTTP JSON API."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from headrace.filestores.ftp_fields import FtpFields
 from headrace.outbound import dsn_hosts, url_host
 from headrace.s3 import S3Connection
 
@@ -29,13 +30,15 @@ class PostgresSource(Strict):
 
 
 def file_url_fields(url: str) -> dict[str, Any]:
-    """sftp://user[:password]@host[:port]/path or s3://bucket/key (either may hold a glob) as a file source's fields."""
+    """sftp://user[:password]@host[:port]/path, ftp://… or ftps://… likewise, or s3://bucket/key (any of them may hold
+    a glob) as a file source's fields."""
     parts = urlsplit(url)
     path = unquote(parts.path)
-    if parts.scheme == "sftp":
+    if parts.scheme in ("sftp", "ftp", "ftps"):
         if not parts.hostname or not parts.username:
-            raise ValueError("an SFTP URL is sftp://user@host[:port]/path")
-        fields: dict[str, Any] = {"host": parts.hostname, "port": parts.port or 22, "user": unquote(parts.username)}
+            raise ValueError(f"an {parts.scheme.upper()} URL is {parts.scheme}://user@host[:port]/path")
+        port = parts.port or (22 if parts.scheme == "sftp" else 21)
+        fields: dict[str, Any] = {"host": parts.hostname, "port": port, "user": unquote(parts.username)}
         if parts.password:
             fields["password"] = unquote(parts.password)
         return fields | {"pattern": path}
@@ -44,11 +47,12 @@ def file_url_fields(url: str) -> dict[str, Any]:
             raise ValueError("an S3 URL is s3://bucket/key")
         return {"bucket": parts.netloc, "pattern": path.lstrip("/")}
     # Not the URL itself in the message: it may carry credentials.
-    raise ValueError(f"unsupported file URL scheme {parts.scheme!r}: use sftp://… or s3://…")
+    raise ValueError(f"unsupported file URL scheme {parts.scheme!r}: use sftp://…, ftp://…, ftps://… or s3://…")
 
 
 class _FileSource(Strict):
-    pattern: str  # a glob on the file path (SFTP) or the object key (S3), e.g. /data/orders_*.csv
+    # A glob on the file path (SFTP, FTP: in the file name only) or the object key (S3), e.g. /data/orders_*.csv
+    pattern: str
     format: Literal["csv", "ndjson"] = "csv"
     delimiter: str = ","
 
@@ -88,6 +92,10 @@ class SftpSource(_FileSource):
         return self
 
 
+class FtpSource(_FileSource, FtpFields):
+    """ftp:// or ftps:// (explicit TLS; `ca_cert` trusts a self-signed server)."""
+
+
 class S3Source(_FileSource, S3Connection):
     kind: Literal["s3"] = "s3"
     bucket: str
@@ -122,15 +130,16 @@ class HttpSource(Strict):
         return self
 
 
-Source = Annotated[PostgresSource | SftpSource | S3Source | HttpSource, Field(discriminator="kind")]
-FileSource = Annotated[SftpSource | S3Source, Field(discriminator="kind")]
+Source = Annotated[PostgresSource | SftpSource | FtpSource | S3Source | HttpSource, Field(discriminator="kind")]
+FileSource = Annotated[SftpSource | FtpSource | S3Source, Field(discriminator="kind")]
+FILE_SOURCES = (SftpSource, FtpSource, S3Source)
 
 
 def source_hosts(source: Source) -> list[tuple[str, int]]:
     """The hosts (and ports) a source connects to; a default S3 endpoint (AWS) names none."""
     if isinstance(source, PostgresSource):
         return dsn_hosts(source.dsn)
-    if isinstance(source, SftpSource):
+    if isinstance(source, SftpSource | FtpSource):
         return [(source.host, source.port)]
     if isinstance(source, S3Source):
         return [url_host(source.endpoint_url)] if source.endpoint_url else []

@@ -1,4 +1,4 @@
-"""What a collector reads: a Postgres table or query, or files on SFTP/S3 (the HTTP JSON API is in http_source)."""
+"""What a collector reads: a Postgres table or query, or files on SFTP, FTP or S3 (HTTP JSON APIs: http_source)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import orjson
 
 from headrace.catalog import Catalog, Storage
 from headrace.events import DELETE_OP, OP_FIELD
+from headrace.filestores import RemoteFile, open_store
 from headrace.outbound import OutboundPolicy, OutboundRefused, dsn_hosts
 from headrace.postgres import quote_ident
 from headrace.secrets import redact
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition, decode_cursor, encode_cursor
 from ingest.collectors.extractor import Extractor, Records, SourceError
-from ingest.collectors.files import RemoteFile, open_store, parse_file
+from ingest.collectors.files import parse_file
 from ingest.collectors.http_source import HttpExtractor
-from ingest.collectors.source_models import HttpSource, PostgresSource, S3Source, SftpSource
+from ingest.collectors.source_models import FILE_SOURCES, FtpSource, HttpSource, PostgresSource, S3Source, SftpSource
 
 # Rows a server-side cursor fetches per round trip.
 PREFETCH = 5000
@@ -187,7 +188,7 @@ def _plain(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z))
 
 
-# -- files on SFTP or S3 --------------------------------------------------------------------------------------------
+# -- files on SFTP, FTP(S) or S3 ---------------------------------------------------------------------------------------
 
 
 def _file_cursor(file: RemoteFile) -> dict[str, Any]:
@@ -199,8 +200,8 @@ class FileExtractor(Extractor):
 
     def __init__(self, definition: CollectorDefinition, settings: Settings, pool: asyncpg.Pool) -> None:
         super().__init__(definition, settings, pool)
-        assert isinstance(definition.source, SftpSource | S3Source)
-        self.source: SftpSource | S3Source = definition.source
+        assert isinstance(definition.source, FILE_SOURCES)
+        self.source: SftpSource | FtpSource | S3Source = definition.source
 
     async def plan(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:
         async with open_store(self.source, self.settings, self.pool) as store:

@@ -11,14 +11,16 @@ import orjson
 import pytest
 
 from headrace.catalog import Catalog
+from headrace.filestores import open_store
 from headrace.platform.scratch import ScratchS3, ScratchSftp
 from headrace.settings import Settings
 from ingest.collectors.definitions import CollectorDefinition
-from ingest.collectors.files import RecordParser, RecordTooLarge, open_store, parse_file, source_from_url
+from ingest.collectors.files import RecordParser, RecordTooLarge, parse_file, source_from_url
 from ingest.collectors.runner import CollectorRunner
 from ingest.collectors.sources import extractor_for
 from tests.collectors.conftest import make_collector, rows_become
 from tests.conftest import s3_client
+from tests.file_servers import FileServer
 
 # Line and paragraph separators and NEL: text inside JSON strings, never the end of an NDJSON line.
 SEPARATED = [
@@ -42,10 +44,11 @@ def sftp_source(server: ScratchSftp, pattern: str) -> dict[str, Any]:
     }
 
 
-async def test_sftp_collector_takes_new_files(
-    runner: CollectorRunner, settings: Settings, pool: asyncpg.Pool, sftp_server: ScratchSftp, storage_name: str
+async def test_a_file_collector_takes_new_files(
+    runner: CollectorRunner, settings: Settings, pool: asyncpg.Pool, file_server: FileServer, storage_name: str
 ) -> None:
-    folder = sftp_server.root / storage_name
+    """Incremental by modification time, on SFTP, FTP and FTPS alike (a glob on the file name)."""
+    folder = file_server.root / storage_name
     folder.mkdir()
     first = folder / "orders_2024-01-01.csv"
     first.write_text('id,shop,amount\n1,north,10\n2,"south, east",5.5\n')
@@ -56,7 +59,7 @@ async def test_sftp_collector_takes_new_files(
         name=storage_name,
         storage=storage_name,
         extract_mode="incremental-appends",
-        source=sftp_source(sftp_server, f"{folder}/orders_*.csv"),
+        source=file_server.fields() | {"pattern": f"{file_server.remote(folder)}/orders_*.csv"},
     )
     assert [b["rows"] for b in (await runner.run(name))["batches"]] == [2]
     second = folder / "orders_2024-01-02.csv"
@@ -105,32 +108,19 @@ async def test_s3_snapshot_collector_replaces_with_every_file(
     await rows_become(pool, storage_name, ("id", "v"), [(2, "b"), (3, None)])
 
 
-async def test_import_job_from_sftp_and_s3(
-    platform: Any,
-    pool: asyncpg.Pool,
-    sftp_server: ScratchSftp,
-    s3_server: ScratchS3,
-    bucket: str,
-    storage_name: str,
-    tmp_path: Path,
+async def test_import_job_from_a_file_server(
+    platform: Any, pool: asyncpg.Pool, file_server: FileServer, storage_name: str, tmp_path: Path
 ) -> None:
-    csv = sftp_server.root / f"{storage_name}.csv"
+    """`headrace storage import` from SFTP (key file), FTP and FTPS (password in the URL, FTPS trusting the server's
+    self-signed certificate given as --ca-cert); the password shows nowhere, not even in a failure."""
+    csv = file_server.root / f"{storage_name}.csv"
     lines = ["id,label,at,ok"] + [
         f'{i},"line\nbreak {i}",2024-01-0{1 + i % 9}T10:00:00Z,{str(i % 2 == 0).lower()}' for i in range(500)
     ]
     csv.write_text("\n".join(lines) + "\n")
-    server = sftp_server
-    result = platform.cli_json(
-        "storage",
-        "import",
-        storage_name,
-        "--from",
-        f"sftp://{server.user}@{server.host}:{server.port}{csv}",
-        "--key",
-        str(server.client_key_path),
-        "--mode",
-        "replace",
-    )
+    options = ["--mode", "replace", *file_server.cli_credentials(tmp_path)]
+    url = file_server.url(csv, with_password=True)
+    result = platform.cli_json("storage", "import", storage_name, "--from", url, *options)
     assert result["rows"] == 500 and result["load_mode"] == "replace"
     await rows_become(
         pool, storage_name, ("id", "label", "ok"), [(i, f"line\nbreak {i}", i % 2 == 0) for i in range(500)]
@@ -142,7 +132,15 @@ async def test_import_job_from_sftp_and_s3(
         "at": "datetime",
         "ok": "boolean",
     }
+    missing = file_server.url(file_server.root / "missing" / "none.csv", with_password=True)
+    failed = platform.cli("storage", "import", storage_name, "--from", missing, *options, check=False)
+    assert failed.returncode != 0 and "no file matches" in failed.stderr
+    assert file_server.secret not in failed.stdout + failed.stderr + orjson.dumps(result).decode()
 
+
+async def test_import_job_from_s3(
+    platform: Any, pool: asyncpg.Pool, s3_server: ScratchS3, bucket: str, storage_name: str
+) -> None:
     async with s3_client(s3_server) as client:
         await client.put_object(Bucket=bucket, Key="in/more.csv", Body=b"id,label\n1000,from s3\n")
     env_keys = ["--access-key-id", s3_server.access_key_id, "--secret-access-key", s3_server.secret_access_key]

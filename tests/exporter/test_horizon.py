@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exporter.definitions import ExportStore
-from exporter.destinations import Destination
-from exporter.destinations.s3 import S3
+from exporter.destinations import Destination, open_destination
 from exporter.partitioning import report_stamp
 from exporter.runs import ExportRunner, RunFailed, RunInProgress
 from headrace.catalog import Catalog
@@ -87,7 +86,7 @@ async def test_a_merge_update_exports_the_row_again_with_its_new_values(
 class BlockingDestination(Destination):
     """The real S3 destination, holding the first data file until released (to catch a run in the middle)."""
 
-    def __init__(self, inner: S3) -> None:
+    def __init__(self, inner: Destination) -> None:
         self.inner = inner
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
@@ -116,7 +115,7 @@ async def test_one_run_at_a_time_and_a_crashed_run_is_replayed_under_its_stamp(
     destination = s3_destination(s3_server, bucket)
     export = await create_export(store, sources=[table.name], max_rows_per_file=1, destination=destination.model_dump())
     await table.insert([{"hit_time_utc": f"2021-04-08T1{i}:00:00Z", "n": i} for i in range(3)])
-    blocking = BlockingDestination(S3(destination, runner.settings))
+    blocking = BlockingDestination(open_destination(destination, runner.settings, runner.pool))
     crashed = asyncio.create_task(runner.run(export, destination=blocking))
     await blocking.reached.wait()
     with pytest.raises(RunInProgress):
@@ -159,7 +158,9 @@ async def test_a_parquet_folder_reads_in_place_with_hive_partitioning_every_row_
     await table.insert([{"n": 12}])
     # A run fails at its last file (unknown) after the others went up; then rows 5 and 6 are updated, so the
     # range its replay reads has nothing left for 30-45: that file of the failed attempt must go.
-    failing = RecordingDestination(S3(destination, runner.settings), fail_on="date=unknown", fail_after=5)
+    failing = RecordingDestination(
+        open_destination(destination, runner.settings, runner.pool), fail_on="date=unknown", fail_after=5
+    )
     with pytest.raises(RunFailed):
         await runner.run(export, destination=failing)
     assert any("min=30-45" in k for k in data_keys(await s3_objects(s3_server, bucket)))

@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exporter.definitions import ExportStore
-from exporter.destinations import DeliveryFailed, Destination
-from exporter.destinations.s3 import S3
+from exporter.destinations import DeliveryFailed, Destination, open_destination
 from exporter.runs import ExportRunner, RunFailed
 from headrace.platform.scratch import ScratchS3
 from headrace.settings import Settings
@@ -56,7 +55,7 @@ class RecordingDestination(Destination):
     upload started, or at a name matching `fail_on` once `fail_after` other files are delivered."""
 
     def __init__(
-        self, inner: S3, fail_at_file: int | None = None, fail_on: str | None = None, fail_after: int = 0
+        self, inner: Destination, fail_at_file: int | None = None, fail_on: str | None = None, fail_after: int = 0
     ) -> None:
         self.inner = inner
         self.fail_at_file = fail_at_file
@@ -108,7 +107,7 @@ async def test_csv_hours_report_and_late_rows(
     await table.insert(SEED_ROWS)
     await table.insert([{"hit_time_utc": "not a time", "event_id": 1, "page": "x"}, {"event_id": 2}])
 
-    recorder = RecordingDestination(S3(destination, runner.settings))
+    recorder = RecordingDestination(open_destination(destination, runner.settings, runner.pool))
     first = await runner.run(export, destination=recorder)
     assert first.status == "succeeded"
     assert first.rows == 6 and first.unknown_time == 2
@@ -313,7 +312,9 @@ async def test_destination_failing_mid_run_writes_no_report_and_the_retry_rewrit
     await table.insert([{"hit_time_utc": "2021-04-08T11:00:00Z", "n": i} for i in range(4, 7)])
 
     # The last file (11:00, _002) fails once the three others are delivered.
-    failing = RecordingDestination(S3(destination, runner.settings), fail_on=r"hour=11/.*_002_0_0", fail_after=3)
+    failing = RecordingDestination(
+        open_destination(destination, runner.settings, runner.pool), fail_on=r"hour=11/.*_002_0_0", fail_after=3
+    )
     with pytest.raises(RunFailed, match="injected failure"):
         await runner.run(export, destination=failing)
     objects = await s3_objects(s3_server, bucket)

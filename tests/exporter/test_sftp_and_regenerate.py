@@ -11,27 +11,32 @@ import pytest
 from exporter.definitions import ExportStore
 from exporter.partitioning import parse_period
 from exporter.runs import ExportRunner, RunFailed
-from headrace.platform.scratch import ScratchS3, ScratchSftp
-from tests.exporter.conftest import StorageTable, create_export, gunzip, s3_destination, s3_objects, sftp_destination
+from headrace.platform.scratch import ScratchS3
+from tests.exporter.conftest import StorageTable, create_export, gunzip, s3_destination, s3_objects
 from tests.exporter.test_s3_runs import GUID, SEED_ROWS, data_keys
+from tests.file_servers import FileServer
 
 
-async def test_sftp_names_carry_the_interval_and_report_lists_the_files(
-    runner: ExportRunner, store: ExportStore, table: StorageTable, sftp_server: ScratchSftp
+async def test_file_server_names_carry_the_interval_and_report_lists_the_files(
+    runner: ExportRunner, store: ExportStore, table: StorageTable, file_server: FileServer
 ) -> None:
-    folder = sftp_server.root / f"myFolder-{table.name}"
+    """SFTP, FTP and FTPS alike: the seed's names (no folder is created), temporary names renamed, the report last."""
+    folder = file_server.root / f"myFolder-{table.name}"
+    folder.mkdir()
     export = await create_export(
         store,
         sources=[table.name],
         format="csv",
         partition_level="hour",
-        destination=sftp_destination(sftp_server, folder).model_dump(),
+        destination=file_server.fields() | {"folder": file_server.remote(folder)},
     )
+    assert export.to_json()["destination"]["private_key" if file_server.kind == "sftp" else "password"] == "***"
     await table.insert([*SEED_ROWS, {"hit_time_utc": None, "event_id": 5}])
     # The folder is gone: the upload fails, no report is written, and the horizon stays where it was.
     shutil.rmtree(folder)
-    with pytest.raises(RunFailed, match="sftp"):
+    with pytest.raises(RunFailed, match=f"{file_server.kind}://") as failed:
         await runner.run(export)
+    assert file_server.secret not in str(failed.value)
     folder.mkdir()
     result = await runner.run(export)
     assert result.rows == 5
@@ -43,7 +48,7 @@ async def test_sftp_names_carry_the_interval_and_report_lists_the_files(
     reports = [n for n in names if n.endswith("_delivery.report")]
     assert len(reports) == 1
     listed = (folder / reports[0]).read_text().splitlines()
-    assert sorted(listed) == sorted(str(folder / n) for n in data)
+    assert sorted(listed) == sorted(file_server.remote(folder / n) for n in data)
     lines = gunzip((folder / next(n for n in data if "_10_data_" in n)).read_bytes()).decode().splitlines()
     assert lines[0].startswith('"_storage","_event_id","_received_at","_inserted_at"') and len(lines) == 3
     assert lines[1].startswith(f'"{table.name}",')

@@ -1,5 +1,5 @@
-"""Flows over HTTP on a running platform: a python step and an upload step against the real SFTP server, apply-time
-validation errors naming the step and the field, runs answered 202, the graph with column lineage."""
+"""Flows over HTTP on a running platform: a python step and an upload step on real SFTP, FTP and FTPS servers,
+apply-time validation errors naming the step and the field, runs answered 202, the graph with column lineage."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import uuid
 
 import asyncpg
 
-from headrace.platform.scratch import ScratchSftp
 from tests.conftest import RunningPlatform
 from tests.eventually import eventually
+from tests.file_servers import FileServer
 from tests.flows.conftest import api, load_rows
 
 SCRIPT = """
@@ -32,13 +32,14 @@ with Client(os.environ["HEADRACE_URL"], admin_token=os.environ["HEADRACE_ADMIN_T
 """
 
 
-async def test_a_python_step_then_an_upload_to_sftp(
-    platform: RunningPlatform, pool: asyncpg.Pool, sftp_server: ScratchSftp
+async def test_a_python_step_then_an_upload_to_a_file_server(
+    platform: RunningPlatform, pool: asyncpg.Pool, file_server: FileServer
 ) -> None:
+    """The upload step on SFTP, FTP and FTPS alike: under a temporary name, renamed; credentials shown masked."""
     tag = uuid.uuid4().hex[:8]
     source, out, flow = f"src_{tag}", f"scored_{tag}", f"py_{tag}"
     await load_rows(pool, source, [{"k": i, "n": i * i} for i in range(5)])
-    folder = sftp_server.root / f"up_{tag}"
+    folder = file_server.root / f"up_{tag}"
     folder.mkdir()
     definition = {
         "name": flow,
@@ -58,19 +59,16 @@ async def test_a_python_step_then_an_upload_to_sftp(
                 "columns": ["k", "score"],
                 "filter": "score >= 10",
                 "format": "csv",
-                "destination": {
-                    "host": sftp_server.host,
-                    "port": sftp_server.port,
-                    "user": sftp_server.user,
-                    "private_key": sftp_server.client_key,
-                    "path": f"{folder}/scores_{{date}}_{{run_id}}.csv",
-                },
+                "destination": file_server.fields()
+                | {"path": f"{file_server.remote(folder)}/scores_{{date}}_{{run_id}}.csv"},
             },
         ],
     }
     status, applied = await api(platform, "POST", "/api/flows", json=definition)
     assert status == 201, applied
-    assert applied["definition"]["steps"][1]["destination"]["private_key"] == "***"
+    shown = applied["definition"]["steps"][1]["destination"]
+    assert shown["private_key" if file_server.kind == "sftp" else "password"] == "***" and shown["host"]
+    assert file_server.secret not in str(applied)
     assert applied["warnings"] and "checked when it runs" in applied["warnings"][0]["message"]
 
     status, started = await api(platform, "POST", f"/api/flows/{flow}/runs")

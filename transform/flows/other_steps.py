@@ -1,4 +1,4 @@
-"""Python and upload steps as the runner runs them: a script and the loads it made, a file put on SFTP."""
+"""Python and upload steps as the runner runs them: a script and the loads it made, a file put on SFTP or FTP(S)."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ from headrace.flows.definitions import Flow, Schedule, UploadStep
 from headrace.secrets import SealedDefinitions, SecretFields
 from headrace.settings import Settings
 
-# Upload destinations carry SFTP credentials: sealed at rest, shown as ***.
+# Upload destinations carry SFTP or FTP credentials: sealed at rest, shown as ***.
 SECRETS = SecretFields(
     sealed=frozenset({"password", "private_key"}),
-    shown=frozenset({"host", "port", "user", "host_key", "path"}),
+    shown=frozenset({"kind", "host", "port", "user", "host_key", "ca_cert", "path"}),
 )
 
 
