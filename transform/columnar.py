@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from headrace.events import EVENT_ID_HEADER, RECEIVED_AT_HEADER, read_headers, received_at
+from headrace.events import EVENT_ID_HEADER, OP_FIELD, RECEIVED_AT_HEADER, read_headers, received_at
 from headrace.models import ColumnType, Model
 from headrace.models.inference import INT64_MAX, INT64_MIN, convert, infer_value, to_text
 from headrace.models.types import fits
@@ -37,6 +37,7 @@ class Columns:
     partitions: list[int]
     offsets: list[int]
     values: list[list[Any]]
+    key: tuple[str, ...] = ()  # a merge storage's primary key the poll was checked against; () for append
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -52,6 +53,7 @@ class Columns:
             pick(self.partitions),
             pick(self.offsets),
             [pick(column) for column in self.values],
+            self.key,
         )
 
     def records(self, now: datetime) -> Iterator[tuple[Any, ...]]:
@@ -68,8 +70,9 @@ class Columns:
         )
 
 
-def decode(model: Model, messages: Sequence[Any]) -> Columns | None:
-    """The messages as columns if every one is a JSON object whose every field has a column its value fits as it is.
+def decode(model: Model, messages: Sequence[Any], key: tuple[str, ...] = ()) -> Columns | None:
+    """The messages as columns if every one is a JSON object whose every field has a column its value fits as it is;
+    with a merge storage's `key`, if every event is an upsert whose key planning would accept.
 
     None sends the poll the row path's way: tombstones, Avro, undecodable values, unknown headers, new fields,
     values that would widen a column (or that a locked model refuses). What is accepted here is written exactly as
@@ -85,11 +88,17 @@ def decode(model: Model, messages: Sequence[Any]) -> Columns | None:
         return None
     if set(map(type, records)) != {dict}:
         return None
-    if not set(chain.from_iterable(records)) <= model.by_key.keys():
+    fields = set(chain.from_iterable(records))
+    if not fields <= model.by_key.keys():
         return None
+    if key and (OP_FIELD in fields or not all(k in model.by_key for k in key)):
+        return None  # a merge `_op` (a delete, or a field taken off the record) is the row path's business
     values = []
     for column in model.columns:
-        converted = column_values(list(map(dict.get, records, repeat(column.key))), column.type)
+        found = list(map(dict.get, records, repeat(column.key)))
+        if column.key in key and not _good_key(found):
+            return None
+        converted = column_values(found, column.type)
         if converted is None:
             return None
         values.append(converted)
@@ -105,7 +114,13 @@ def decode(model: Model, messages: Sequence[Any]) -> Columns | None:
         list(map(_PARTITION, messages)),
         list(map(_OFFSET, messages)),
         values,
+        key,
     )
+
+
+def _good_key(values: list[Any]) -> bool:
+    """Whether planning takes every value as a merge key: present, not null, a scalar (planning._key_problem)."""
+    return None not in values and not {dict, list} & set(map(type, values))
 
 
 def _uniform_envelope(messages: Sequence[Any]) -> tuple[list[str], list[bool], list[datetime]] | None:

@@ -278,7 +278,8 @@ class StorageSink(mode.Service):
         if model is None:
             return False
         started = time.perf_counter()
-        columns = columnar.decode(model, [m for messages in partitions.values() for m in messages])
+        key = storage.primary_key if storage.load_mode == "merge" else ()
+        columns = columnar.decode(model, [m for messages in partitions.values() for m in messages], key)
         result = None
         if columns is not None:
             try:

@@ -22,7 +22,7 @@ from headrace.events import event_headers
 from headrace.kafka import Topics, ensure_topics
 from tests.eventually import eventually
 from tests.transform.conftest import TransformLab, lab_for
-from tests.unit.test_columnar import RECORDS
+from tests.unit.test_columnar import MERGE_RECORDS, RECORDS
 
 SEED = {"i": 1, "f": 0.5, "b": True, "d": "2024-01-01", "ts": "2024-01-01T00:00:00Z", "s": "x", "j": {"a": 1}}
 # Named events draw their ids from a few, so copies of one id meet within a poll and across polls.
@@ -79,18 +79,20 @@ async def written(lab: TransformLab, name: str, events: int) -> None:
     await eventually(lambda: lab.positions_done(name, events), what=f"{events} events written", interval=0.05)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.parametrize("load_mode", ["append", "merge"])
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 async def test_the_fast_path_and_the_row_path_store_the_same(
-    lab: TransformLab, row_lab: TransformLab, data: st.DataObject
+    lab: TransformLab, row_lab: TransformLab, load_mode: str, data: st.DataObject
 ) -> None:
-    records = data.draw(st.lists(RECORDS, min_size=1, max_size=12), label="records")
+    merge = load_mode == "merge"
+    records = data.draw(st.lists(MERGE_RECORDS if merge else RECORDS, min_size=1, max_size=12), label="records")
     ids = data.draw(st.lists(IDS, min_size=len(records), max_size=len(records)), label="ids")
     suffix = uuid.uuid4().hex[:8]
     storages = {}
     for side, each in (("fast", lab), ("row", row_lab)):
         name = f"{side}_{suffix}"
-        storages[side] = (each, name, await each.storage(name))
+        storages[side] = (each, name, await each.storage(name, load_mode, ["i"] if merge else None))
         # The model first, with every column, so the random events find it there (and the fast worker knows it).
         await produce(each, name, [SEED], ["id-a"])
     for each, name, _ in storages.values():
@@ -103,15 +105,22 @@ async def test_the_fast_path_and_the_row_path_store_the_same(
     assert fast == row
 
 
-async def test_a_poll_that_fits_takes_the_fast_path(lab: TransformLab, storage_name: str) -> None:
-    storage = await lab.storage(storage_name)
+@pytest.mark.parametrize("load_mode", ["append", "merge"])
+async def test_a_poll_that_fits_takes_the_fast_path(lab: TransformLab, storage_name: str, load_mode: str) -> None:
+    merge = load_mode == "merge"
+    storage = await lab.storage(storage_name, load_mode, ["i"] if merge else None)
     await produce(lab, storage_name, [SEED], [None])
     await eventually(lambda: lab.positions_done(storage_name, 1), what="the seed written")
     before = await fast_polls(lab)
-    records = [{**SEED, "i": n, "ts": f"2024-01-01T00:00:{n:02d}.5+02:00"} for n in range(50)]
+    times = [f"2024-01-01T00:00:{n:02d}.5+02:00" for n in range(50)]
+    records = [{**SEED, "i": n % 25 if merge else n, "s": f"n{n}", "ts": times[n]} for n in range(50)]
     await produce(lab, storage_name, records, [f"e{n % 40}" for n in range(50)])  # ten copies: written once
     await eventually(lambda: lab.positions_done(storage_name, 51), what="events written")
     assert await fast_polls(lab) > before
-    rows = await lab.rows(storage)
-    assert len(rows) == 41 and [r["i"] for r in rows[1:]] == list(range(40))
-    assert rows[5]["ts"].isoformat() == "2023-12-31T22:00:04.500000+00:00"
+    rows = await lab.rows(storage, order="i, _source_offset")
+    if merge:
+        # Keys 0 to 14 came twice (the seed's 1 too): the later event wins; the copies of e0 to e9 were dropped.
+        assert [(r["i"], r["s"]) for r in rows] == [(k, f"n{k + 25 if k < 15 else k}") for k in range(25)]
+    else:
+        assert [r["s"] for r in rows] == ["n0", "x", *(f"n{n}" for n in range(1, 40))]
+        assert rows[5]["ts"].isoformat() == "2023-12-31T22:00:04.500000+00:00"

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headrace.catalog import Storage
 from headrace.etl import EtlConfig
-from headrace.events import EVENT_ID_HEADER, RECEIVED_AT_HEADER, batch_headers, event_headers
+from headrace.events import EVENT_ID_HEADER, OP_FIELD, RECEIVED_AT_HEADER, batch_headers, event_headers
 from headrace.models import Model
 from transform import columnar
 from transform.events import decode_message
@@ -36,6 +37,7 @@ MODEL = Model.from_json(
     1000,
 )
 STORAGE = Storage(uuid.uuid4(), "s", "s", (), "append", False, MODEL.version)
+MERGED = Storage(uuid.uuid4(), "m", "m", ("i",), "merge", False, MODEL.version)
 
 
 def message(value: bytes | None, offset: int = 0, headers: list[tuple[str, bytes]] | None = None) -> Any:
@@ -55,23 +57,26 @@ class NoAvro:
         raise AssertionError("no Avro here")
 
 
-async def row_path(model: Model, messages: list[Any]) -> list[tuple[Any, ...]] | None:
-    """The row path's tuples for these messages, or None if it would do anything but write them as they are."""
+async def row_path(model: Model, messages: list[Any], storage: Storage = STORAGE) -> list[tuple[Any, ...]] | None:
+    """The row path's tuples for these messages (a merge's before it keeps the last of each key), or None if it
+    would do anything but write them as they are: change the model, reject, delete, dead-letter."""
     events = []
     for msg in messages:
-        event, _ = await decode_message(STORAGE, msg, NoAvro())  # type: ignore[arg-type]
+        event, _ = await decode_message(storage, msg, NoAvro())  # type: ignore[arg-type]
         if event is None:
             return None  # a dead letter
         events.append(event)
-    plan = plan_events(STORAGE, model, EtlConfig.from_json(None), events)
+    plan = plan_events(storage, model, EtlConfig.from_json(None), events)
     change, misfits = model.plan(plan.records)
-    if change or misfits or plan.rejected or any(r.keys() - model.by_key.keys() for r in plan.records):
+    if change or misfits or plan.rejected or plan.deletes or any(r.keys() - model.by_key.keys() for r in plan.records):
         return None
+    if storage.primary_key and any(OP_FIELD in json.loads(m.value) for m in messages):
+        return None  # an `_op` other than a delete, taken off the record: the fast path leaves it to the row path
     return row_tuples(model, plan.rows, NOW)
 
 
-def fast_path(model: Model, messages: list[Any]) -> list[tuple[Any, ...]] | None:
-    columns = columnar.decode(model, messages)
+def fast_path(model: Model, messages: list[Any], storage: Storage = STORAGE) -> list[tuple[Any, ...]] | None:
+    columns = columnar.decode(model, messages, storage.primary_key)
     return None if columns is None else list(columns.records(NOW))
 
 
@@ -172,16 +177,29 @@ HEADERS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(RECORDS, min_size=1, max_size=6), st.lists(HEADERS, min_size=1, max_size=6), st.booleans())
+# Merge events: keys that repeat, now and then missing, null or of another type; now and then an `_op`.
+MERGE_RECORDS = st.builds(
+    lambda record, key, op: record | {"i": key} | ({OP_FIELD: op} if op else {}),
+    RECORDS,
+    st.integers(0, 3) | FIELDS["i"],
+    st.sampled_from([None, None, None, None, "d", "u"]),
+)
+
+
+@pytest.mark.parametrize("storage", [STORAGE, MERGED], ids=["append", "merge"])
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
 async def test_the_fast_path_writes_as_the_row_path_and_takes_every_usual_poll_that_fits(
-    records: list[dict[str, Any]], headers: list[list[tuple[str, bytes]]], uniform: bool
+    storage: Storage, data: st.DataObject
 ) -> None:
+    records = data.draw(st.lists(MERGE_RECORDS if storage.primary_key else RECORDS, min_size=1, max_size=6))
+    headers = data.draw(st.lists(HEADERS, min_size=1, max_size=6))
+    uniform = data.draw(st.booleans())
     # The standard library writes integers of any size (orjson stops at 64 bits) and escapes lone surrogates.
     # Half the polls have one header layout for every event (read column by column), the others mix them.
     layouts = [headers[0] if uniform else headers[i % len(headers)] for i in range(len(records))]
     messages = [message(json.dumps(r).encode(), i, h) for i, (r, h) in enumerate(zip(records, layouts, strict=True))]
-    fast, row = fast_path(MODEL, messages), await row_path(MODEL, messages)
+    fast, row = fast_path(MODEL, messages, storage), await row_path(MODEL, messages, storage)
     if fast is not None or all(h in USUAL_HEADERS for h in layouts):
         # Headers it does not read (empty ids, bad receive times) may send a poll the row way; nothing else does.
         assert fast == row
