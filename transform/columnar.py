@@ -75,8 +75,9 @@ def decode(model: Model, messages: Sequence[Any], key: tuple[str, ...] = ()) -> 
     with a merge storage's `key`, if every event is an upsert whose key planning would accept.
 
     None sends the poll the row path's way: tombstones, Avro, undecodable values, unknown headers, new fields,
-    values that would widen a column (or that a locked model refuses). What is accepted here is written exactly as
-    the row path writes it: the same checks (inference, fits) and the same conversions, done column by column.
+    values that would widen a column (or that a locked model refuses), merge deletes and keys planning refuses.
+    What is accepted here is written exactly as the row path writes it: the same checks (inference, fits) and the
+    same conversions, done column by column.
     """
     if not messages or not model.columns:
         return None

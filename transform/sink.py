@@ -32,6 +32,7 @@ from headrace.settings import Settings
 from transform import columnar, metrics
 from transform.dedupe import prune
 from transform.events import Event, decode_message
+from transform.failures import describe
 from transform.recovery import Abandoned, TopicWrite
 from transform.writer import StorageWriter, WriteResult
 
@@ -288,7 +289,8 @@ class StorageSink(mode.Service):
                 raise
             except Exception as exc:
                 # Postgres away, contended or refusing a value: the row path waits, retries or sets events aside.
-                log.info("column-wise write failed; taking the row path", extra={"topic": topic, "error": str(exc)})
+                extra = {"topic": topic, "error": describe(exc)}
+                log.info("column-wise write failed; taking the row path", extra=extra)
         if columns is None or result is None:
             metrics.FAST_PATH.labels(storage.name, "row_path").inc()
             return False
