@@ -112,10 +112,10 @@ async def raw_copy_rate(pool: asyncpg.Pool, source: Storage) -> float:
 
 
 async def sink_rate(
-    env: BenchEnv, pool: asyncpg.Pool, prefix: str, load_mode: str, named: bool = False
+    env: BenchEnv, pool: asyncpg.Pool, prefix: str, load_mode: str, named: bool = False, fast_path: bool = True
 ) -> tuple[float, Storage, Path]:
     topics = Topics(prefix)
-    name = f"bench_{load_mode}{'_named' if named else ''}"
+    name = f"bench_{load_mode}{'_named' if named else ''}{'' if fast_path else '_rowpath'}"
     await ensure_topics(env.settings, [topics.ingest(name), topics.dead_letter])
     storage, _ = await Catalog(pool).create(
         name, load_mode=load_mode, primary_key=["id"] if load_mode == "merge" else None
@@ -124,7 +124,11 @@ async def sink_rate(
         env.settings.require_kafka_bootstrap(), topics.ingest(name), ROWS, keyed=load_mode == "merge", named=named
     )
     log = env.work_dir / f"transform-{name}.log"
-    worker = spawn("transform", service_env(env, prefix) | {"HEADRACE_TRANSFORM_PORT": str(free_port())}, log)
+    environ = service_env(env, prefix) | {
+        "HEADRACE_TRANSFORM_PORT": str(free_port()),
+        "HEADRACE_TRANSFORM_FAST_PATH": str(fast_path).lower(),
+    }
+    worker = spawn("transform", environ, log)
     try:
 
         async def done() -> int:
@@ -227,11 +231,16 @@ async def run(env: BenchEnv) -> list[Figure]:
         append_rate, append_storage, _ = await sink_rate(env, pool, prefix, "append")
         named_rate, _, _ = await sink_rate(env, pool, prefix, "append", named=True)
         merge_rate, _, _ = await sink_rate(env, pool, prefix, "merge")
+        # The same loads with every poll on the row path: what the column-wise fast path gains, in this run.
+        append_rows_rate, _, _ = await sink_rate(env, pool, prefix, "append", fast_path=False)
+        merge_rows_rate, _, _ = await sink_rate(env, pool, prefix, "merge", fast_path=False)
         copy_append = await raw_copy_rate(pool, append_storage)
         figures = [
             Figure("transform append into Postgres", append_rate, "rows/s", copy_append),
             Figure("transform append, named events (deduplicated)", named_rate, "rows/s", copy_append),
             Figure("transform merge into Postgres", merge_rate, "rows/s", copy_append),
+            Figure("transform append, fast path off (row path)", append_rows_rate, "rows/s", copy_append),
+            Figure("transform merge, fast path off (row path)", merge_rows_rate, "rows/s", copy_append),
             Figure("raw asyncpg COPY of the same rows", copy_append, "rows/s"),
         ]
         try:

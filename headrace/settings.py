@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     transform_batch_max_rows: int = Field(5000, description="Rows per Postgres write batch, at most")
     transform_batch_max_ms: int = Field(200, description="Longest wait to fill a write batch, in ms")
+    transform_fast_path: bool = Field(
+        True, description="Write polls that fit the model as they are column-wise; off, every poll takes the row path"
+    )
     dedupe_window_hours: float = Field(
         48.0, gt=0, description="How long an event id is remembered, so a copy sent again is written once"
     )

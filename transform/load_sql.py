@@ -10,6 +10,7 @@ from headrace.catalog.columns import WRITTEN_SYSTEM_COLUMNS
 from headrace.models import Model
 from headrace.models.inference import convert
 from headrace.postgres import Connection, quote_ident
+from transform.columnar import Columns
 from transform.events import Event
 from transform.planning import row_tuples, table_columns
 
@@ -31,6 +32,50 @@ async def append_rows(
         storage.table_name, schema_name=STORAGE_SCHEMA, columns=table_columns(model), records=tuples
     )
     return len(tuples)
+
+
+async def append_columns(conn: Connection, storage: Storage, model: Model, columns: Columns, now: datetime) -> int:
+    """The fast path's append: the same COPY, its row tuples zipped from the columns (no Python code per row)."""
+    if not len(columns):
+        return 0
+    await conn.copy_records_to_table(
+        storage.table_name, schema_name=STORAGE_SCHEMA, columns=table_columns(model), records=columns.records(now)
+    )
+    return len(columns)
+
+
+async def merge_columns(conn: Connection, storage: Storage, model: Model, columns: Columns, now: datetime) -> int:
+    """The fast path's merge: every upsert COPYed into a temporary table, then the last event of each key (by stream
+    position, as merge_rows picks it) upserted in one statement; the rows written."""
+    if not len(columns):
+        return 0
+    table = storage.qualified_table
+    names = table_columns(model)
+    await conn.execute(f"CREATE TEMP TABLE hr_merge (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+    await conn.copy_records_to_table("hr_merge", columns=names, records=columns.records(now))
+    status = await conn.execute(_upsert_sql(storage, model, "hr_merge", last_per_key=True))
+    await conn.execute("DROP TABLE hr_merge")
+    return _count(status)
+
+
+def _upsert_sql(storage: Storage, model: Model, source: str, last_per_key: bool) -> str:
+    """INSERT … ON CONFLICT of a staged table's rows into the storage (the last row of each key, if asked)."""
+    columns = table_columns(model)
+    quoted = ", ".join(quote_ident(c) for c in columns)
+    pk_names = [model.by_key[k].name for k in storage.primary_key]
+    conflict = ", ".join(quote_ident(c) for c in pk_names)
+    updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in pk_names)
+    select = f"SELECT {quoted} FROM {source}"
+    if last_per_key:
+        select = (
+            f"SELECT DISTINCT ON ({conflict}) {quoted} FROM {source}"
+            f" ORDER BY {conflict}, _source_partition DESC, _source_offset DESC"
+        )
+    # `_xid` is left to its default in the insert, and set again on update: an updated row is exported again.
+    return (
+        f"INSERT INTO {storage.qualified_table} ({quoted}) {select}"
+        f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}, _xid = pg_current_xact_id()"
+    )
 
 
 async def merge_rows(
@@ -68,18 +113,9 @@ async def merge_rows(
     if not upserts:
         return 0, deleted
     tuples = row_tuples(model, upserts, now)
-    columns = table_columns(model)
     await conn.execute(f"CREATE TEMP TABLE hr_merge (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
-    await conn.copy_records_to_table("hr_merge", columns=columns, records=tuples)
-    quoted = ", ".join(quote_ident(c) for c in columns)
-    pk_names = {c.name for c in pk_columns}
-    updates = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in pk_names)
-    conflict = ", ".join(quote_ident(c.name) for c in pk_columns)
-    # `_xid` is left to its default in the insert, and set again on update: an updated row is exported again.
-    await conn.execute(
-        f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM hr_merge"
-        f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}, _xid = pg_current_xact_id()"
-    )
+    await conn.copy_records_to_table("hr_merge", columns=table_columns(model), records=tuples)
+    await conn.execute(_upsert_sql(storage, model, "hr_merge", last_per_key=False))
     await conn.execute("DROP TABLE hr_merge")
     return len(tuples), deleted
 

@@ -36,6 +36,11 @@ CONSUMER_RESTARTS = Counter(
 WRITE_RETRIES = Counter(
     "headrace_transform_write_retries_total", "Writes retried after Postgres was away or contended", ["reason"]
 )
+FAST_PATH = Counter(
+    "headrace_transform_fast_path_polls_total",
+    "Polls of a storage's topic written column-wise (written) or handed to the row path (row_path), by storage",
+    ["storage", "outcome"],
+)
 TOPIC_RESETS = Counter(
     "headrace_transform_topic_resets_total",
     "Partitions read from their beginning because their stored position belongs to another topic incarnation",

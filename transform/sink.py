@@ -30,9 +30,10 @@ from headrace.kafka.incarnation import Incarnations, cluster_id
 from headrace.positions import Fenced, Positions
 from headrace.postgres import create_pool, migrate
 from headrace.settings import Settings
-from transform import metrics
+from transform import columnar, metrics
 from transform.dedupe import prune
 from transform.events import Event, decode_message
+from transform.failures import describe
 from transform.recovery import Abandoned, TopicWrite
 from transform.writer import StorageWriter, WriteResult
 
@@ -253,6 +254,8 @@ class StorageSink(mode.Service):
         next_offsets = {p: messages[-1].offset + 1 for p, messages in partitions.items()}
         first_offsets = {p: messages[0].offset for p, messages in partitions.items()}
         storage = await self._storage(topic)
+        if storage is not None and await self._write_columns(storage, topic, partitions, next_offsets, first_offsets):
+            return
         events: list[Event] = []
         dead: list[tuple[Any, str]] = []
         for messages in partitions.values():
@@ -286,6 +289,40 @@ class StorageSink(mode.Service):
         )
         await write.run(events, next_offsets)
         self._account(storage, len(events), write.results, started)
+
+    async def _write_columns(
+        self,
+        storage: Storage,
+        topic: str,
+        partitions: dict[int, list[Any]],
+        next_offsets: dict[int, int],
+        first_offsets: dict[int, int],
+    ) -> bool:
+        """Write the poll column-wise if it fits the storage's model as it is (transform.columnar); False: it did
+        not, nothing was written, and the row path takes the poll."""
+        assert self.writer is not None
+        model = self.writer.fast_model(storage.id) if self.settings.transform_fast_path else None
+        if model is None:
+            return False
+        started = time.perf_counter()
+        key = storage.primary_key if storage.load_mode == "merge" else ()
+        columns = columnar.decode(model, [m for messages in partitions.values() for m in messages], key)
+        result = None
+        if columns is not None:
+            try:
+                result = await self.writer.write_columns(storage.id, topic, columns, next_offsets, first_offsets)
+            except (Fenced, StorageNotFound):
+                raise
+            except Exception as exc:
+                # Postgres away, contended or refusing a value: the row path waits, retries or sets events aside.
+                extra = {"topic": topic, "error": describe(exc)}
+                log.info("column-wise write failed; taking the row path", extra=extra)
+        if columns is None or result is None:
+            metrics.FAST_PATH.labels(storage.name, "row_path").inc()
+            return False
+        metrics.FAST_PATH.labels(storage.name, "written").inc()
+        self._account(storage, len(columns), [result], started)
+        return True
 
     def _account(self, storage: Storage, events: int, results: list[WriteResult], started: float) -> None:
         if not results:

@@ -27,9 +27,10 @@ from headrace.models import Model
 from headrace.positions import Positions
 from headrace.postgres import Connection, quote_ident
 from transform.batches import BatchBook, lock_storage_batches
+from transform.columnar import Columns
 from transform.dedupe import first_sightings
 from transform.events import Event
-from transform.load_sql import append_rows, merge_rows
+from transform.load_sql import append_columns, append_rows, merge_columns, merge_rows
 from transform.planning import Plan, plan_events
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class StorageWriter:
         self._models: dict[uuid.UUID, Model] = {}
         self._etl: dict[str, EtlConfig] = {}
         self._pk_indexed: set[uuid.UUID] = set()
+        self._fast: set[uuid.UUID] = set()  # storages last seen in append or merge mode without ETL
 
     async def _current(
         self, conn: Connection, storage_id: uuid.UUID, *, for_update: bool
@@ -81,7 +83,12 @@ class StorageWriter:
             self._models[storage_id] = model
             # asyncpg caches each COPY's column types per statement; after a type change they are stale.
             await conn.reload_schema_state()
-        return storage, model, self._etl_config(row["etl"]), row["now"]
+        etl = self._etl_config(row["etl"])
+        if storage.load_mode in ("append", "merge") and etl.is_empty:
+            self._fast.add(storage_id)
+        else:
+            self._fast.discard(storage_id)
+        return storage, model, etl, row["now"]
 
     def _etl_config(self, data: dict[str, Any] | None) -> EtlConfig:
         key = repr(sorted((data or {}).items()))
@@ -122,6 +129,60 @@ class StorageWriter:
                 result.model_changed |= await self._evolve(storage_id, plan.records)
             else:
                 await self._create_pk_index(storage_id)
+
+    def fast_model(self, storage_id: uuid.UUID) -> Model | None:
+        """The model to decode a poll against for write_columns: known, and its storage last seen fit for it."""
+        return self._models.get(storage_id) if storage_id in self._fast else None
+
+    async def write_columns(
+        self,
+        storage_id: uuid.UUID,
+        topic: str,
+        columns: Columns,
+        next_offsets: dict[int, int],
+        first_offsets: dict[int, int],
+    ) -> WriteResult | None:
+        """The commit protocol for a poll decoded column-wise (transform.columnar), which needs no step 2, nor
+        rejects, nor batches: an append or merge storage without ETL whose model holds every value as it is.
+
+        None, with nothing written, when the storage changed since the poll was decoded (its model, load mode or
+        ETL): the caller writes the poll the row way. Raises Fenced as write() does.
+        """
+        async with self.catalog.pool.acquire() as conn, conn.transaction():
+            storage, model, etl, now = await self._current(conn, storage_id, for_update=False)
+            if not self._takes_columns(storage, model, etl, columns):
+                return None
+            await self.positions.advance(conn, topic, next_offsets, first_offsets)
+            fresh = await self._first_columns(conn, storage, columns)
+            result = WriteResult(load_mode=storage.load_mode, duplicates=len(columns) - len(fresh))
+            if storage.load_mode == "append":
+                result.rows = await append_columns(conn, storage, model, fresh, now)
+            else:
+                result.rows = await merge_columns(conn, storage, model, fresh, now)
+        self.positions.committed_now(topic, next_offsets)
+        return result
+
+    def _takes_columns(self, storage: Storage, model: Model, etl: EtlConfig, columns: Columns) -> bool:
+        """Whether the storage is still as the poll was decoded for: its model, no ETL, append, or merge by the
+        same key with its unique index in place (else the row path creates it)."""
+        if not etl.is_empty or model.version != columns.model_version:
+            return False
+        if storage.load_mode == "merge":
+            return bool(storage.primary_key) and columns.key == storage.primary_key and storage.id in self._pk_indexed
+        return storage.load_mode == "append" and not columns.key
+
+    async def _first_columns(self, conn: Connection, storage: Storage, columns: Columns) -> Columns:
+        """Step 4 column-wise: the events whose id this storage has not written within the window."""
+        named = [i for i, flag in enumerate(columns.identified) if flag]
+        if not named:
+            return columns
+        firsts = await first_sightings(conn, storage.id, [columns.event_ids[i] for i in named])
+        if all(firsts):
+            return columns
+        mask = [True] * len(columns)
+        for index, first in zip(named, firsts, strict=True):
+            mask[index] = first
+        return columns.keep(mask)
 
     async def _write(
         self,
