@@ -187,19 +187,17 @@ async def test_sftp_host_key_commands(platform: RunningPlatform, pool: asyncpg.P
 
 def test_the_python_client_finds_the_services_like_the_cli(platform: RunningPlatform, storage_name: str) -> None:
     script = f"""
-import time
 from headrace.client import Client
+from tests.eventually import eventually_sync
 with Client() as client:
     storage = client.create_storage({storage_name!r})
     storage.push([{{"id": 1}}, {{"id": 2}}])
-    for _ in range(200):  # the storage has no column until transform wrote the first rows
-        if storage.describe()["columns"] and len(storage.query()) == 2:
-            break
-        time.sleep(0.2)
+    # The storage has no column until transform wrote the first rows.
+    eventually_sync(lambda: storage.describe()["columns"] and len(storage.query()) == 2, what="both rows")
     print(len(storage.query()), storage.delete()["deleted"])
 """
     done = subprocess.run(
-        [sys.executable, "-c", script], env=platform.client_env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], env=platform.client_env, capture_output=True, text=True, timeout=120, cwd=REPO
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", storage_name]

@@ -9,6 +9,7 @@ delivery reports list hold exactly the append storage's rows, each once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import random
 import time
@@ -40,17 +41,18 @@ NOW = datetime.now(UTC).isoformat()
 
 async def post_until_ok(session: aiohttp.ClientSession, url: str, deadline: float, **kwargs: Any) -> dict[str, Any]:
     """POST until a 2xx answer, with the same body and headers (so the same ids) every time."""
-    last = ""
-    while time.monotonic() < deadline:
+
+    async def attempt() -> dict[str, Any]:
         try:
             async with session.post(url, timeout=aiohttp.ClientTimeout(total=30), **kwargs) as response:
                 if 200 <= response.status < 300:
-                    return await response.json()
-                last = f"{response.status} {await response.text()}"
+                    answer: dict[str, Any] = await response.json()
+                    return answer
+                raise AssertionError(f"{response.status} {await response.text()}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            last = repr(exc)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"POST {url} never succeeded: {last}")
+            raise AssertionError(repr(exc)) from exc
+
+    return await eventually(attempt, timeout=max(deadline - time.monotonic(), 0.0), what=f"a 2xx answer to POST {url}")
 
 
 def ndjson(records: list[dict[str, Any]]) -> bytes:
@@ -105,7 +107,9 @@ async def exporter_runs(session: aiohttp.ClientSession, url: str, stop: asyncio.
                 await response.read()
         except (aiohttp.ClientError, TimeoutError):
             pass
-        await asyncio.sleep(1.0)
+        # One run a second at most, and none once the load is over.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 async def test_kill_9_anywhere_loses_nothing_and_writes_nothing_twice(
