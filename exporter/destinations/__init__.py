@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -18,8 +18,26 @@ class DeliveryFailed(RuntimeError):
     """The destination refused or lost a file; the run stops and writes no report."""
 
 
-class Destination(ABC):
-    """An open connection to one destination for the length of a run."""
+@contextmanager
+def _delivery() -> Iterator[None]:
+    """A file store's error, as the run's DeliveryFailed."""
+    try:
+        yield
+    except FileStoreError as exc:
+        raise DeliveryFailed(str(exc)) from exc
+
+
+class Destination:
+    """An open connection to one destination for the length of a run, whatever its file store (S3, SFTP, FTP, FTPS):
+    the store gives the guarantee (an S3 upload completes or is not there; a file server's file is written under a
+    temporary name, then renamed), this turns its errors into DeliveryFailed."""
+
+    def __init__(self, location: Location, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.location = location
+        self.settings = settings
+        self.pool = pool
+        self._stack = AsyncExitStack()
+        self._store: FileStore | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -30,41 +48,9 @@ class Destination(ABC):
     ) -> None:
         await self.close()
 
-    async def open(self) -> None:  # noqa: B027 - connectionless destinations need nothing
-        """Connect."""
-
-    async def close(self) -> None:  # noqa: B027
-        """Disconnect."""
-
-    @abstractmethod
-    async def put_file(self, local: Path, name: str) -> None:
-        """Deliver a local file so that `name` appears only once it is complete."""
-
-    @abstractmethod
-    async def put_bytes(self, data: bytes, name: str) -> None:
-        """Deliver a small object (a report, a manifest) with the same guarantee."""
-
-    @abstractmethod
-    async def delete(self, name: str) -> None:
-        """Remove a file a failed attempt left; a name that is not there is no error."""
-
-
-class StoreDestination(Destination):
-    """Any file store (S3, SFTP, FTP, FTPS): the store gives the guarantee (an S3 upload completes or is not there; a
-    file server's file is written under a temporary name, then renamed), this turns its errors into DeliveryFailed."""
-
-    def __init__(self, location: Location, settings: Settings, pool: asyncpg.Pool) -> None:
-        self.location = location
-        self.settings = settings
-        self.pool = pool
-        self._stack = AsyncExitStack()
-        self._store: FileStore | None = None
-
     async def open(self) -> None:
-        try:
+        with _delivery():
             self._store = await self._stack.enter_async_context(open_store(self.location, self.settings, self.pool))
-        except FileStoreError as exc:
-            raise DeliveryFailed(str(exc)) from None
 
     async def close(self) -> None:
         self._store = None
@@ -76,25 +62,22 @@ class StoreDestination(Destination):
         return self._store
 
     async def put_file(self, local: Path, name: str) -> None:
-        try:
+        """Deliver a local file so that `name` appears only once it is complete."""
+        with _delivery():
             await self.store.put_file(local, name)
-        except FileStoreError as exc:
-            raise DeliveryFailed(str(exc)) from exc
 
     async def put_bytes(self, data: bytes, name: str) -> None:
-        try:
+        """Deliver a small object (a report, a manifest) with the same guarantee."""
+        with _delivery():
             await self.store.put_bytes(data, name)
-        except FileStoreError as exc:
-            raise DeliveryFailed(str(exc)) from exc
 
     async def delete(self, name: str) -> None:
-        try:
+        """Remove a file a failed attempt left; a name that is not there is no error."""
+        with _delivery():
             await self.store.delete(name)
-        except FileStoreError as exc:
-            raise DeliveryFailed(str(exc)) from exc
 
 
 def open_destination(destination: Location, settings: Settings, pool: asyncpg.Pool) -> Destination:
     """The Destination for a definition's destination settings; `settings` bound which hosts it may reach, `pool`
     keeps SFTP host keys."""
-    return StoreDestination(destination, settings, pool)
+    return Destination(destination, settings, pool)
