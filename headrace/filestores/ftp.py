@@ -185,6 +185,9 @@ async def _login(client: aioftp.Client, server: FtpServer, addresses: list[str])
     await client.login(server.user, server.password or "")
 
 
+QUIT_SECONDS = 2.0
+
+
 @asynccontextmanager
 async def open_ftp(server: FtpServer, settings: Settings) -> AsyncIterator[FtpStore]:
     """A logged-in connection. Passive mode only (EPSV, else PASV), and the data connections go to the address the
@@ -209,8 +212,10 @@ async def open_ftp(server: FtpServer, settings: Settings) -> AsyncIterator[FtpSt
     try:
         yield FtpStore(client, where, timeout)
     finally:
+        # QUIT is a courtesy once every operation has its answer: an FTPS server that never completes it (seen with
+        # pyftpdlib under load) must not hold a finished run for the whole operation timeout.
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(min(timeout, QUIT_SECONDS)):
                 await client.quit()
         except _ERRORS:
             pass
