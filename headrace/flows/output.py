@@ -60,17 +60,14 @@ def _casts(compiled: CompiledStep, model: Model) -> list[tuple[str, str]]:
     return found
 
 
-def write_sql(
-    compiled: CompiledStep, model: Model, output: Output, event_prefix: str, param_value: Any = None
-) -> WriteSql:
-    """The SQL writing the step's rows by its load mode, with the system columns filled: `_event_id` is
-    `<event_prefix><row number>`, `_received_at` the transaction's time, `_xid` (the export horizon) its default."""
+def write_sql(compiled: CompiledStep, model: Model, output: Output, param_value: Any = None) -> WriteSql:
+    """The SQL writing the step's rows by its load mode. A derived row is no event: `_event_id` and `_received_at`
+    stay null (writing them cost a third of a large step's time), and the row's provenance is its `_xid`, which the
+    step run records; `_inserted_at` and `_xid` (the export horizon) come from their defaults."""
     params = list(compiled.params)
-    params.append(event_prefix)
-    prefix = f"${len(params)}::text"
     casts = _casts(compiled, model)
-    targets = ", ".join(["_event_id", "_received_at", *(c for c, _ in casts)])
-    values = ", ".join([f"{prefix} || row_number() OVER ()", "now()", *(v for _, v in casts)])
+    targets = ", ".join(c for c, _ in casts)
+    values = ", ".join(v for _, v in casts)
     source = f"FROM {compiled.final.name}"
     statements: list[tuple[str, list[Any]]] = []
     if output.mode == "replace":
@@ -80,7 +77,9 @@ def write_sql(
         key_values = ", ".join(v for (c, v) in casts if c in {quote_ident(k.name) for k in keys})
         conflict = ", ".join(quote_ident(k.name) for k in keys)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in casts if c not in conflict.split(", "))
-        updates = ", ".join(filter(None, [updates, "_event_id = EXCLUDED._event_id", "_xid = pg_current_xact_id()"]))
+        # A row a step updates is the step's now: the event it came from no longer describes it.
+        system = "_event_id = NULL, _received_at = NULL, _inserted_at = now(), _xid = pg_current_xact_id()"
+        updates = ", ".join(filter(None, [updates, system]))
         # One row per key, or the upsert would touch a row twice; an updated row gets a new _xid (exported again).
         sql = (
             f"{compiled.with_clause()}\nINSERT INTO {{table}} ({targets})"

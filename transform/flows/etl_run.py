@@ -35,6 +35,8 @@ class StepOutcome:
     model_change: list[dict[str, Any]] = field(default_factory=list)
     values: dict[str, dict[str, Any]] | None = None
     output: str | None = None
+    # The transactions that wrote the output's rows (a row's `_xid` names the step run that wrote it).
+    transactions: list[str] = field(default_factory=list)
 
 
 class StepFailed(Exception):
@@ -75,7 +77,7 @@ class EtlRun:
                     outcome.values[key] = {"status": "succeeded", "reused": True}
                     continue
                 try:
-                    read, written = await self._write(conn, value, outcome)
+                    read, written, transaction = await self._write(conn, value, outcome)
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, StepError) as exc:
                     failures.append(exc)
                     if outcome.values is not None and key is not None:
@@ -85,8 +87,14 @@ class EtlRun:
                     continue
                 outcome.rows_read += read
                 outcome.rows_written += written
+                outcome.transactions.append(transaction)
                 if outcome.values is not None and key is not None:
-                    outcome.values[key] = {"status": "succeeded", "rows_read": read, "rows_written": written}
+                    outcome.values[key] = {
+                        "status": "succeeded",
+                        "rows_read": read,
+                        "rows_written": written,
+                        "transaction": transaction,
+                    }
         finally:
             await conn.close()
         if failures:
@@ -186,8 +194,9 @@ class EtlRun:
         end = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
         return start, max(start, end)
 
-    async def _write(self, conn: asyncpg.Connection, value: Any, outcome: StepOutcome) -> tuple[int, int]:
-        """One value (or the whole step): model change, statement, incremental horizon, all in one transaction."""
+    async def _write(self, conn: asyncpg.Connection, value: Any, outcome: StepOutcome) -> tuple[int, int, str]:
+        """One value (or the whole step): model change, statement, incremental horizon, all in one transaction;
+        returns rows read, rows written and the transaction's id."""
         values = {self.step.param[0]: value} if self.step.param is not None else {}
         async with conn.transaction(isolation="repeatable_read"):
             await conn.execute(GENERIC_PLANS)
@@ -208,10 +217,7 @@ class EtlRun:
                     f" ON {storage.qualified_table} ({keys})"
                 )
             scanned = await self._scanned(conn, sources) if xid_range is None else 0
-            key = f":{value_key(value)}" if self.step.param is not None else ""
-            statements = write_sql(
-                compiled, model, self.step.output, f"flow:{self.run_id}:{self.step.name}{key}:", value
-            )
+            statements = write_sql(compiled, model, self.step.output, value)
             status = ""
             for sql, params in statements.statements:
                 status = await conn.execute(sql.replace("{table}", storage.qualified_table), *params)
@@ -233,7 +239,8 @@ class EtlRun:
                     self.step.name,
                     str(xid_range[1]),
                 )
-        return read, int(status.split()[-1])
+            transaction = str(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+        return read, int(status.split()[-1]), transaction
 
     async def _scanned(self, conn: asyncpg.Connection, sources: dict[str, Source]) -> int:
         """Rows this transaction's scans have read from the input so far (Postgres' per-transaction statistics):

@@ -67,7 +67,7 @@ def next_due(schedule: Schedule | None, after: datetime) -> datetime | None:
 
 _STEP_COLUMNS = (
     "step, attempt, status, started_at, finished_at, rows_read, rows_written, sql, parameters, model_change, error,"
-    ' transient, "values", output'
+    ' transient, "values", output, transactions'
 )
 
 
