@@ -113,6 +113,9 @@ async def connect_sftp(server: SftpServer, settings: Settings, pool: asyncpg.Poo
         "client_keys": [asyncssh.import_private_key(server.private_key)] if server.private_key else None,
         "password": server.password or None,
         "known_hosts": ([asyncssh.import_public_key(trusted)], [], []),
+        # A server that accepts the connection and then says nothing must not hold a run (the caller bounds the
+        # whole connection too, host-key fetch included: headrace/filestores/sftp.py).
+        "connect_timeout": settings.file_store_timeout_seconds,
     }
     try:
         return await first_answering(addresses, lambda a: asyncssh.connect(a, **options))

@@ -77,15 +77,18 @@ class RunningPlatform:
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """The `headrace` command as a client of this platform (client_env)."""
-        return subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "headrace", *args],
             env=self.client_env,
             input=input,
             capture_output=True,
             text=True,
-            check=check,
             timeout=60,
         )
+        if check and done.returncode != 0:
+            # What the command said is the failure's explanation: a CalledProcessError would not show it.
+            raise AssertionError(f"headrace {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+        return done
 
     def cli_json(self, *args: str) -> object:
         return orjson.loads(self.cli(*args, "--json").stdout)
