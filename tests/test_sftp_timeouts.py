@@ -8,6 +8,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
 
 import asyncpg
 import psutil
@@ -78,20 +79,19 @@ async def test_a_server_silent_mid_run_fails_the_operation_and_the_close_returns
     settings: Settings, pool: asyncpg.Pool, sftp_server: ScratchSftp
 ) -> None:
     name = f"{sftp_server.root}/timeouts-{os.getpid()}.csv"
-    with open(name, "w") as out:
-        out.write("id\n" + "".join(f"{i}\n" for i in range(200_000)))
+    Path(name).write_text("id\n" + "".join(f"{i}\n" for i in range(200_000)))
     quick = settings.model_copy(update={"file_store_timeout_seconds": TIMEOUT})
     listener = sshd_of(sftp_server.port)
     async with asyncio.timeout(30):
         async with open_store(source(sftp_server), quick, pool) as store:
             assert [f.path for f in await store.list(name)] == [name]
-            with stopped_sessions(listener), pytest.raises(FileStoreError, match="cannot list .*no answer within"):
+            with stopped_sessions(listener), pytest.raises(FileStoreError, match=r"cannot list .*no answer within"):
                 await store.list(name)
         # Reading: the first chunk comes, then the server stops; the next chunk's deadline fails the read.
         async with open_store(source(sftp_server), quick, pool) as store:
             chunks = store.read(name)
             assert await anext(chunks)
-            with stopped_sessions(listener), pytest.raises(FileStoreError, match="cannot read .*no answer within"):
+            with stopped_sessions(listener), pytest.raises(FileStoreError, match=r"cannot read .*no answer within"):
                 async for _ in chunks:
                     pass
             with stopped_sessions(listener), pytest.raises(FileStoreError, match="cannot write"):
@@ -102,4 +102,4 @@ async def test_a_server_silent_mid_run_fails_the_operation_and_the_close_returns
             await store.list(name)
             with stopped_sessions(listener):
                 await stack.aclose()
-    os.remove(name)
+    Path(name).unlink()
