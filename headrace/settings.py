@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     file_store_timeout_seconds: float = Field(
         60.0,
         gt=0,
-        description="Longest an SFTP, FTP or FTPS server may take to answer: a connection and login, an operation, a chunk",
+        description="Longest an SFTP, FTP or FTPS server may take to answer: connecting, an operation, a chunk",
     )
     collector_test_pause_seconds: float = Field(
         0.0,

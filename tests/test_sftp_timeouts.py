@@ -79,7 +79,7 @@ async def test_a_server_silent_mid_run_fails_the_operation_and_the_close_returns
     settings: Settings, pool: asyncpg.Pool, sftp_server: ScratchSftp
 ) -> None:
     name = f"{sftp_server.root}/timeouts-{os.getpid()}.csv"
-    Path(name).write_text("id\n" + "".join(f"{i}\n" for i in range(200_000)))
+    await asyncio.to_thread(Path(name).write_text, "id\n" + "".join(f"{i}\n" for i in range(200_000)))
     quick = settings.model_copy(update={"file_store_timeout_seconds": TIMEOUT})
     listener = sshd_of(sftp_server.port)
     async with asyncio.timeout(30):
@@ -102,4 +102,4 @@ async def test_a_server_silent_mid_run_fails_the_operation_and_the_close_returns
             await store.list(name)
             with stopped_sessions(listener):
                 await stack.aclose()
-    Path(name).unlink()
+    await asyncio.to_thread(Path(name).unlink)
