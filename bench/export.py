@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from bench.harness import BenchEnv, Figure
 from exporter.definitions import ExportDefinition, ExportStore
-from exporter.formats import GZIP_LEVEL
 from exporter.runs import ExportRunner
 from headrace.catalog import Catalog, Storage
+from headrace.formats import GZIP_LEVEL
 from headrace.platform.scratch import running_s3
 from headrace.postgres import Connection, create_pool, migrate, quote_ident
 from headrace.settings import Settings
@@ -256,8 +256,8 @@ async def _child(settings_json: str, export_name: str) -> None:
     try:
         export = await ExportStore(pool, settings).get(export_name)
         # Warm, as a running exporter service is: modules imported, botocore's models and ADBC's driver loaded.
-        import exporter.formats.csv
-        import exporter.formats.parquet  # noqa: F401
+        import headrace.formats.csv
+        import headrace.formats.parquet  # noqa: F401
         from exporter.destinations import open_destination
 
         async with open_destination(export.definition.destination, settings, pool):

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from headrace.catalog import Catalog, validate_storage_name
 from headrace.filestores.ftp_fields import FtpFields
+from headrace.formats import FileOptions
 from headrace.outbound import OutboundPolicy, url_host
 from headrace.s3 import S3Connection
 from headrace.secrets import SealedDefinitions, SecretFields, redact
@@ -133,6 +134,10 @@ class ExportDefinition(_Strict):
         if not sources:
             raise ValueError("sources: name at least one storage, or 'all'")
         return [validate_storage_name(s) for s in dict.fromkeys(sources)]
+
+    def file_options(self) -> FileOptions:
+        """What the files are: text formats always gzipped (csv.gz, json.gz), Parquet compressed inside."""
+        return FileOptions(self.format, self.csv_separator, self.csv_header, True, self.parquet_compression)
 
     @field_validator("csv_separator")
     @classmethod

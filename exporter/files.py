@@ -9,9 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from exporter.formats import FileWriter, Format, WrittenFile
 from exporter.partitioning import UNKNOWN, Interval, Layout, file_guid, interval_at
 from exporter.shaping import UNKNOWN_ID, Shaped, group_by_interval
+from headrace.formats import FileWriter, Format, WrittenFile
 
 # Beyond this many open files the oldest is closed (and the interval's next rows start a new number), so memory
 # stays flat however scattered the event times are.

@@ -25,13 +25,13 @@ from exporter.definitions import Export, ExportDefinition
 from exporter.delivery import Delivery
 from exporter.destinations import Destination, open_destination
 from exporter.files import RunFiles
-from exporter.formats import make_format
 from exporter.history import History, RunResult
 from exporter.partitioning import Layout
 from exporter.planning import plan_live
 from exporter.reading import Snapshot, open_snapshot
 from exporter.shaping import Output, SourceShape
 from headrace.catalog import Catalog
+from headrace.formats import make_format
 from headrace.models import ColumnType
 from headrace.postgres import connect, quote_ident
 from headrace.progress import Progress
@@ -183,7 +183,7 @@ class ExportRunner:
                             export, result, trigger, xids=xids, stamp=plan.stamp_at, delivered=plan.inherited
                         )
                         output = Output.build(definition, list(snapshot.models.values()), self.settings.max_columns)
-                        fmt = make_format(definition, output.schema)
+                        fmt = make_format(definition.file_options(), output.schema)
                         files = RunFiles(
                             fmt, layout, export.id, plan.range.key, definition.partition_level,
                             definition.max_rows_per_file, spool,
@@ -261,7 +261,7 @@ class ExportRunner:
                     async with self._session() as session, self._snapshot(session, definition) as snapshot:
                         output = Output.build(definition, list(snapshot.models.values()), self.settings.max_columns)
                         files = RunFiles(
-                            make_format(definition, output.schema), layout, export.id, run_key,
+                            make_format(definition.file_options(), output.schema), layout, export.id, run_key,
                             definition.partition_level, definition.max_rows_per_file, spool,
                         )  # fmt: skip
                         where = {

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporter.definitions import ExportDefinition
-from exporter.formats.text import as_text
 from exporter.partitioning import EPOCH, MILLIS_FROM, parse_event_time
 from headrace.catalog.columns import SYSTEM_COLUMNS, VISIBLE_SYSTEM_COLUMNS
+from headrace.formats.text import as_text
 from headrace.models import Model
 from headrace.models.model import OVERFLOW_COLUMN
 from headrace.models.types import ColumnType, widen

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import asyncio
 import string
 import tempfile
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import Any
 
 import asyncpg
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from headrace.catalog import Storage
 from headrace.filestores import open_store
 from headrace.flows.compile import StepError
 from headrace.flows.definitions import UploadStep
 from headrace.flows.formulas import compile_text
+from headrace.formats import FileOptions, FileWriter, Format, make_format
 from headrace.models import Column, Model
-from headrace.models.inference import format_datetime
 from headrace.models.types import ColumnType
 from headrace.postgres import quote_ident
 from headrace.settings import Settings
 
 FETCH_ROWS = 10_000
+MAX_BUFFERED_BYTES = 64 * 2**20
+_JSON = {b"headrace.type": b"json"}
 TEMPLATE_FIELDS = frozenset({"date", "datetime", "run_id", "flow", "step"})
 _ARROW = {
     ColumnType.INTEGER: pa.int64(),
@@ -76,88 +75,54 @@ def select_sql(step: UploadStep, storage: Storage, model: Model) -> tuple[str, l
     return f"SELECT {listed} FROM {storage.qualified_table}{where} ORDER BY _xid, _event_id", params, columns
 
 
-def _text(value: Any) -> Any:
-    """The spelling exports use: ISO dates, UTC datetimes with a Z, booleans true/false, nested values as JSON."""
-    if isinstance(value, datetime):
-        return format_datetime(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value
+def file_options(step: UploadStep) -> FileOptions:
+    """The step's file, written by the formats exports use (headrace/formats): the same spellings and encoders."""
+    return FileOptions(step.format, step.csv_separator, True, step.gzip, "gzip" if step.gzip else "snappy")
 
 
-class _Writer:
-    def __init__(self, step: UploadStep, columns: Sequence[Column], path: Path) -> None:
-        self.step, self.columns, self.path = step, columns, path
-        self.keys = [c.key for c in columns]
-        self.file: IO[bytes] | None = None
-        self.parquet: pq.ParquetWriter | None = None
-        self.rows = 0
-        if step.format != "parquet":
-            raw = cast(IO[bytes], gzip.open(path, "wb", compresslevel=6) if step.gzip else open(path, "wb"))
-            self.file = raw
-            if step.format == "csv":
-                self._csv_header()
+def arrow_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The columns' Arrow types as exports shape them; JSON values travel as JSON text, marked as such."""
+    return pa.schema(
+        [pa.field(c.key, _ARROW[c.type], metadata=_JSON if c.type is ColumnType.JSON else None) for c in columns]
+    )
 
-    def _csv_header(self) -> None:
-        self._write_csv([self.keys])
 
-    def _write_csv(self, rows: list[list[Any]]) -> None:
-        assert self.file is not None
-        buffer = io.StringIO()
-        csv.writer(buffer, delimiter=self.step.csv_separator, lineterminator="\n").writerows(rows)
-        self.file.write(buffer.getvalue().encode())
+def arrow_batch(records: list[asyncpg.Record], columns: Sequence[Column], schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for index, column in enumerate(columns):
+        values = [r[index] for r in records]
+        if column.type is ColumnType.JSON:
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+        arrays.append(pa.array(values, type=schema.field(index).type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
-    def add(self, records: list[asyncpg.Record]) -> None:
-        self.rows += len(records)
-        if self.step.format == "csv":
-            self._write_csv([["" if v is None else _text(v) for v in r] for r in records])
-        elif self.step.format == "ndjson":
-            assert self.file is not None
-            lines = (
-                orjson.dumps({k: _text(v) for k, v in zip(self.keys, r, strict=True) if v is not None}) for r in records
-            )
-            self.file.write(b"\n".join(lines) + b"\n")
-        else:
-            self._add_parquet(records)
 
-    def _add_parquet(self, records: list[asyncpg.Record]) -> None:
-        schema = pa.schema([(c.key, _ARROW[c.type]) for c in self.columns])
-        arrays = []
-        for index, column in enumerate(self.columns):
-            values = [r[index] for r in records]
-            if column.type is ColumnType.JSON:
-                values = [None if v is None else orjson.dumps(v).decode() for v in values]
-            arrays.append(pa.array(values, type=_ARROW[column.type]))
-        if self.parquet is None:
-            self.parquet = pq.ParquetWriter(self.path, schema, compression="gzip" if self.step.gzip else "snappy")
-        self.parquet.write_table(pa.Table.from_arrays(arrays, schema=schema))
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        elif self.parquet is None:  # no row at all: still a valid, empty file
-            schema = pa.schema([(c.key, _ARROW[c.type]) for c in self.columns])
-            pq.write_table(schema.empty_table(), self.path)
-        else:
-            self.parquet.close()
+def _write(writer: FileWriter, fmt: Format, batch: pa.RecordBatch) -> None:
+    """One fetched chunk into the file (in a thread: encoding and compression are no work for the event loop)."""
+    writer.write(fmt.prepare(batch))
+    if writer.buffered_bytes > MAX_BUFFERED_BYTES:
+        writer.settle()  # Parquet encodes row groups aside: wait rather than gather the whole storage in memory
 
 
 async def write_file(conn: asyncpg.Connection, step: UploadStep, storage: Storage, model: Model, path: Path) -> int:
     """The rows into a local file, read through a cursor in one snapshot; returns how many."""
     sql, params, columns = select_sql(step, storage, model)
-    writer = _Writer(step, columns, path)
+    schema = arrow_schema(columns)
+    fmt = make_format(file_options(step), schema)
+    writer = await asyncio.to_thread(fmt.open, path)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             cursor = await conn.cursor(sql, *params)
             while records := await cursor.fetch(FETCH_ROWS):
-                writer.add(records)
-    finally:
-        writer.close()
-    return writer.rows
+                await asyncio.to_thread(_write, writer, fmt, arrow_batch(records, columns, schema))
+        if not writer.rows and step.format == "csv":
+            # An empty storage still gives its header: the file says what it would hold.
+            await asyncio.to_thread(_write, writer, fmt, arrow_batch([], columns, schema))
+        written = await asyncio.to_thread(writer.finish)
+    except BaseException:
+        await asyncio.to_thread(writer.abandon)
+        raise
+    return written.rows
 
 
 async def upload(step: UploadStep, settings: Settings, pool: asyncpg.Pool, local: Path, target: PurePosixPath) -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.formats.text import iso_text, json_lines
 from exporter.partitioning import interval_at, interval_of, parse_event_time
 from exporter.shaping import UNKNOWN_ID, event_moments, group_by_interval, interval_ids, kept_by_consent
+from headrace.formats.text import iso_text, json_lines
 from headrace.models.types import ColumnType
 
 TEXTS = [

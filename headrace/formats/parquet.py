@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from exporter.formats import GZIP_LEVEL, FileWriter, Format, WrittenFile
+from headrace.formats import GZIP_LEVEL, FileWriter, Format, WrittenFile
 
 # A row group goes out once this much is gathered for one file: small enough that encoding (in other threads) goes
 # on while rows are read, big enough to compress well (smaller groups cost more CPU: 1 MiB ~ +20%).
@@ -23,11 +23,11 @@ _ENCODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="export-parquet
 
 
 class ParquetFormat(Format):
-    suffix = "parquet"
+    extension = "parquet"
     holds_pieces = True
 
     def open(self, path: Path) -> ParquetFileWriter:
-        return ParquetFileWriter(path, self.schema, self.definition.parquet_compression)
+        return ParquetFileWriter(path, self.schema, self.options.parquet_compression)
 
 
 class ParquetFileWriter(FileWriter):

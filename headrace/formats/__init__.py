@@ -1,4 +1,4 @@
-"""Export file formats: a Format readies whole batches once, its FileWriters spool one interval's file each."""
+"""File formats of exports and upload steps: a Format readies batches once, its FileWriters write one file each."""
 
 from __future__ import annotations
 
@@ -7,14 +7,23 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
-from exporter.definitions import ExportDefinition
-
 # zlib's own default level: most of level 9's size at a third of its time (Arrow's gzip streams use 9).
 GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How files are written: the format and its options (an export's definition, or an upload step's)."""
+
+    format: Literal["csv", "ndjson", "parquet"]
+    csv_separator: str = ","
+    csv_header: bool = True
+    gzip: bool = True  # text formats through gzip; Parquet compresses inside
+    parquet_compression: Literal["gzip", "zstd", "snappy"] = "gzip"
 
 
 @dataclass(frozen=True)
@@ -25,27 +34,28 @@ class WrittenFile:
     sha256: str
 
 
-class GzipSink:
-    """A gzip stream into a file, hashing the compressed bytes on the way; zlib works without the GIL."""
+class FileSink:
+    """A file, through gzip or not, hashing the bytes written on the way; zlib works without the GIL."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, gzip: bool = True) -> None:
         self.file: BinaryIO = open(path, "wb")
         # wbits 31: a gzip header with mtime 0, so a retried run writes byte-identical files (the same sha256).
-        self.zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self.zlib = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def _out(self, data: bytes) -> None:
-        if data:
+    def _out(self, data: bytes | memoryview | pa.Buffer) -> None:
+        if len(data):
             self.digest.update(data)
             self.size += len(data)
             self.file.write(data)
 
     def write(self, data: bytes | memoryview | pa.Buffer) -> None:
-        self._out(self.zlib.compress(data))
+        self._out(self.zlib.compress(data) if self.zlib is not None else data)
 
     def close(self) -> tuple[int, str]:
-        self._out(self.zlib.flush())
+        if self.zlib is not None:
+            self._out(self.zlib.flush())
         self.file.close()
         return self.size, self.digest.hexdigest()
 
@@ -87,12 +97,12 @@ class FileWriter(ABC):
         """Wait for what is being written aside."""
 
 
-class GzipFileWriter(FileWriter):
-    """A text format streamed through gzip: each piece is encoded and compressed as it comes."""
+class TextFileWriter(FileWriter):
+    """A text format streamed (through gzip, unless told not to): each piece is encoded as it comes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, gzip: bool = True) -> None:
         super().__init__(path)
-        self.sink = GzipSink(path)
+        self.sink = FileSink(path, gzip)
 
     @abstractmethod
     def encode(self, piece: pa.RecordBatch) -> bytes | memoryview | pa.Buffer: ...
@@ -111,14 +121,19 @@ class GzipFileWriter(FileWriter):
 
 
 class Format(ABC):
-    """How a run's files are written: `prepare` once per batch (before it is split by interval), then writers."""
+    """How files are written: `prepare` once per batch (before it is split, by an export's intervals), then writers."""
 
-    suffix: str  # the file name's extension: csv.gz, json.gz, parquet
+    extension: str  # the file name's extension, before a compression's: csv, json, parquet
     holds_pieces = False  # whether writers keep pieces after write() returns (then they must be compact copies)
 
-    def __init__(self, definition: ExportDefinition, schema: pa.Schema) -> None:
-        self.definition = definition
+    def __init__(self, options: FileOptions, schema: pa.Schema) -> None:
+        self.options = options
         self.schema = schema
+
+    @property
+    def suffix(self) -> str:
+        """csv.gz, json.gz, parquet: the extension, and gzip's for a gzipped text format."""
+        return f"{self.extension}.gz" if self.options.gzip and self.extension != "parquet" else self.extension
 
     def prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
@@ -127,17 +142,17 @@ class Format(ABC):
     def open(self, path: Path) -> FileWriter: ...
 
 
-def make_format(definition: ExportDefinition, schema: pa.Schema) -> Format:
-    if definition.format == "csv":
-        from exporter.formats.csv import CsvFormat
+def make_format(options: FileOptions, schema: pa.Schema) -> Format:
+    if options.format == "csv":
+        from headrace.formats.csv import CsvFormat
 
-        return CsvFormat(definition, schema)
-    if definition.format == "ndjson":
-        from exporter.formats.ndjson import NdjsonFormat
+        return CsvFormat(options, schema)
+    if options.format == "ndjson":
+        from headrace.formats.ndjson import NdjsonFormat
 
-        return NdjsonFormat(definition, schema)
-    if definition.format == "parquet":
-        from exporter.formats.parquet import ParquetFormat
+        return NdjsonFormat(options, schema)
+    if options.format == "parquet":
+        from headrace.formats.parquet import ParquetFormat
 
-        return ParquetFormat(definition, schema)
-    raise ValueError(f"unknown format {definition.format!r}")
+        return ParquetFormat(options, schema)
+    raise ValueError(f"unknown format {options.format!r}")

@@ -1,4 +1,4 @@
-"""CSV in gzip: the chosen separator, a header row (optional), empty cells for nulls, ISO-8601 UTC datetimes."""
+"""CSV (gzipped unless told not to): a separator, a header row (optional), empty cells for nulls, ISO-8601 datetimes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from exporter.definitions import ExportDefinition
-from exporter.formats import Format, GzipFileWriter
-from exporter.formats.text import as_text, column_types
+from headrace.formats import FileOptions, Format, TextFileWriter
+from headrace.formats.text import as_text, column_types
 from headrace.models.types import ColumnType
 
 # pyarrow already spells booleans true/false and nulls as empty cells; dates and datetimes are spelled here.
@@ -17,10 +16,10 @@ _SPELLED = (ColumnType.DATE, ColumnType.DATETIME)
 
 
 class CsvFormat(Format):
-    suffix = "csv.gz"
+    extension = "csv"
 
-    def __init__(self, definition: ExportDefinition, schema: pa.Schema) -> None:
-        super().__init__(definition, schema)
+    def __init__(self, options: FileOptions, schema: pa.Schema) -> None:
+        super().__init__(options, schema)
         self.types = column_types(schema)
 
     def prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -28,12 +27,12 @@ class CsvFormat(Format):
         return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
     def open(self, path: Path) -> CsvFileWriter:
-        return CsvFileWriter(path, self.definition.csv_separator, self.definition.csv_header)
+        return CsvFileWriter(path, self.options.csv_separator, self.options.csv_header, self.options.gzip)
 
 
-class CsvFileWriter(GzipFileWriter):
-    def __init__(self, path: Path, separator: str, header: bool) -> None:
-        super().__init__(path)
+class CsvFileWriter(TextFileWriter):
+    def __init__(self, path: Path, separator: str, header: bool, gzip: bool = True) -> None:
+        super().__init__(path, gzip)
         self.separator = separator
         self.header = header
 

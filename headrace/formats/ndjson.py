@@ -1,4 +1,4 @@
-"""NDJSON in gzip: one JSON object per line, a property whose value is null left out of its line."""
+"""NDJSON (gzipped unless told not to): one JSON object per line, a property whose value is null left out."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from exporter.definitions import ExportDefinition
-from exporter.formats import Format, GzipFileWriter
-from exporter.formats.text import column_types, json_lines
+from headrace.formats import FileOptions, Format, TextFileWriter
+from headrace.formats.text import column_types, json_lines
 
 
 class NdjsonFormat(Format):
-    suffix = "json.gz"
+    extension = "json"
 
-    def __init__(self, definition: ExportDefinition, schema: pa.Schema) -> None:
-        super().__init__(definition, schema)
+    def __init__(self, options: FileOptions, schema: pa.Schema) -> None:
+        super().__init__(options, schema)
         self.types = column_types(schema)
 
     def prepare(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -24,10 +23,10 @@ class NdjsonFormat(Format):
         return pa.RecordBatch.from_arrays([json_lines(batch, self.types)], names=["line"])
 
     def open(self, path: Path) -> NdjsonFileWriter:
-        return NdjsonFileWriter(path)
+        return NdjsonFileWriter(path, self.options.gzip)
 
 
-class NdjsonFileWriter(GzipFileWriter):
+class NdjsonFileWriter(TextFileWriter):
     def encode(self, piece: pa.RecordBatch) -> memoryview:
         # Every line ends with "\n", so a slice of the lines' data buffer is the file's text, with no copy.
         lines = piece.column(0)
