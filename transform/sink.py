@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import IllegalStateError
 
@@ -25,7 +25,7 @@ from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.codecs import EventDecoder
 from headrace.events import REASON_HEADER, SOURCE_HEADER
 from headrace.kafka import Topics, consumer, ensure_topics, metadata_client, producer
-from headrace.kafka.clients import fetcher_stopped
+from headrace.kafka.clients import fetcher_stopped, refresh_metadata
 from headrace.kafka.incarnation import Incarnations, cluster_id
 from headrace.positions import Fenced, Positions
 from headrace.postgres import create_pool, migrate
@@ -34,7 +34,9 @@ from transform import columnar, metrics
 from transform.dedupe import prune
 from transform.events import Event, decode_message
 from transform.failures import describe
+from transform.rebalance import Rebalance
 from transform.recovery import Abandoned, TopicWrite
+from transform.storage_creations import StorageCreations
 from transform.writer import StorageWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -42,26 +44,6 @@ log = logging.getLogger(__name__)
 # How often overdue batches are failed (freeing the batches behind them) and old event ids forgotten.
 SWEEP_SECONDS_MAX = 30.0
 PRUNE_SECONDS = 600.0
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, sink: StorageSink) -> None:
-        self.sink = sink
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.sink.positions.forget([(tp.topic, tp.partition) for tp in revoked])
-        for tp in revoked:
-            # A deleted storage's topic is revoked: a storage of the same name created later is another storage.
-            self.sink.forget_storage(tp.topic)
-            try:
-                metrics.CONSUMER_LAG.remove(
-                    self.sink.topics.storage_of_ingest_topic(tp.topic), tp.topic, str(tp.partition)
-                )
-            except KeyError:
-                pass
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.sink.seek_to_committed(list(assigned))
 
 
 class StorageSink(mode.Service):
@@ -81,6 +63,7 @@ class StorageSink(mode.Service):
         self.decoder: EventDecoder | None = None
         self._storages: dict[str, Storage] = {}
         self._consumer_ok = False
+        self.creations = StorageCreations(settings, self._storage_created)
 
     async def on_start(self) -> None:
         self.pool = await create_pool(self.settings, application_name="headrace-transform")
@@ -94,6 +77,7 @@ class StorageSink(mode.Service):
         self.producer = producer(self.settings)
         await self.producer.start()
         await self._start_consumer()
+        await self.creations.start()
         self.add_future(self._run())
         self.add_future(self._maintain())
 
@@ -103,10 +87,14 @@ class StorageSink(mode.Service):
             self.settings,
             group_id=self.positions.group,
             max_poll_records=self.settings.transform_batch_max_rows,
-            # New storages' topics must be noticed quickly: pattern subscriptions only see them on refresh.
+            # New storages' topics must be noticed quickly: pattern subscriptions only see them on refresh (which a
+            # storage's creation also asks for: _storage_created).
             metadata_max_age_ms=1000,
+            # A fetch waits at most this long for data: a partition just assigned joins the next fetch, not one
+            # already waiting (aiokafka's 500 ms default was most of a new storage's first event after its join).
+            fetch_max_wait_ms=50,
         )
-        self.consumer.subscribe(pattern=self.topics.ingest_pattern, listener=_Rebalance(self))
+        self.consumer.subscribe(pattern=self.topics.ingest_pattern, listener=Rebalance(self))
         await self.consumer.start()
         self._consumer_ok = True
 
@@ -128,7 +116,12 @@ class StorageSink(mode.Service):
         self._storages.clear()
         await self._start_consumer()
 
+    def _storage_created(self, name: str) -> None:
+        if self.consumer is not None and self._consumer_ok:
+            refresh_metadata(self.consumer)
+
     async def on_stop(self) -> None:
+        await self.creations.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:

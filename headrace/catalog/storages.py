@@ -24,6 +24,8 @@ STAGING_SCHEMA = "headrace_staging"
 # Names of storages, collectors and exports: safe as Postgres identifiers, topic names and file-name parts.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
 LOAD_MODES = ("append", "merge", "replace")
+# The Postgres NOTIFY channel a storage's creation is announced on, its name as payload.
+STORAGE_CREATED_CHANNEL = "headrace_storage_created"
 
 
 class StorageNotFound(LookupError):
@@ -135,6 +137,9 @@ class Catalog:
             )
             await conn.execute(create_table_sql(table))
             await conn.execute(transaction_index_sql(table, quote_ident(f"hr_xid_{storage_id.hex}")))
+            # Delivered at commit: transform asks the broker for the storage's topic at once (headrace/kafka/clients.py
+            # refresh_metadata) instead of at its next periodic metadata refresh.
+            await conn.execute("SELECT pg_notify($1, $2)", STORAGE_CREATED_CHANNEL, name)
         assert row is not None  # INSERT … RETURNING gives its row
         return Storage.from_row(row), token
 

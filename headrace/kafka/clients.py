@@ -90,6 +90,15 @@ def fetcher_stopped(consumer: AIOKafkaConsumer) -> BaseException | None:
     return task.exception() or RuntimeError("the fetch routine returned")
 
 
+def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Ask for the cluster's metadata now rather than at the next periodic refresh: a pattern subscription sees a new
+    topic (and rejoins its group for it) only through metadata. aiokafka (0.14, pinned) has no public call for it,
+    so this goes through the consumer's client: re-check it on an upgrade."""
+    client = getattr(consumer, "_client", None)
+    if client is not None and not getattr(consumer, "_closed", False):
+        client.force_metadata_update()
+
+
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_common(settings))
 
