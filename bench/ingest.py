@@ -95,6 +95,7 @@ class Load:
 
 async def _wrk(url: str, work_dir: Path) -> Load:
     """wrk (C, one thread, 64 connections): it leaves the cores to the server, where the Python generator cannot."""
+    assert WRK is not None
     script = work_dir / "push.lua"
     script.write_text(WRK_SCRIPT)
     command = [WRK, "-t1", f"-c{SINGLE_CONNECTIONS}", f"-d{SINGLE_SECONDS:g}s", "--latency", "-s", str(script), url]
