@@ -10,6 +10,7 @@ update of those positions keeps two workers that briefly share a partition durin
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -78,6 +79,10 @@ class StorageSink(mode.Service):
         await self.producer.start()
         await self._start_consumer()
         await self.creations.start()
+        # What start-up made lives as long as the worker: kept out of the collector's walks, which polls of
+        # thousands of events would otherwise trigger over and over (the same as ingest does).
+        gc.collect()
+        gc.freeze()
         self.add_future(self._run())
         self.add_future(self._maintain())
 
