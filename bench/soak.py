@@ -44,11 +44,14 @@ def _slope_per_minute(samples: list[tuple[float, float]]) -> float:
     return statistics.linear_regression(times, values).slope * 60
 
 
-async def _load(bootstrap: str, topics: dict[str, str], seconds: float) -> int:
-    """Send RATES events per second into each topic for `seconds`, paced by the clock; returns events sent."""
+async def _load(bootstrap: str, topics: dict[str, str], seconds: float) -> dict[str, int]:
+    """Send RATES events per second into each topic for `seconds`, paced by the clock; returns the rows each storage
+    must end with: every event of the append storages, one per distinct key of the merge storage."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     sent = 0
+    by_kind = dict.fromkeys(RATES, 0)
+    merge_keys: set[int] = set()
     try:
         started = time.monotonic()
         tick = 0
@@ -68,11 +71,14 @@ async def _load(bootstrap: str, topics: dict[str, str], seconds: float) -> int:
                         )
                     )
                     sent += 1
+                    by_kind[kind] += 1
+                    if kind == "merge":
+                        merge_keys.add(i % MERGE_KEYS)
             await asyncio.gather(*futures)
             tick += 1
             # Paced by the clock, not by a sleep per batch: a slow tick is made up by the next ones.
             await asyncio.sleep(max(0.0, started + tick / 10 - time.monotonic()))
-        return sent
+        return by_kind | {"merge_rows": len(merge_keys)}
     finally:
         await producer.stop()
 
@@ -114,11 +120,14 @@ async def run(env: BenchEnv) -> list[Figure]:
             await asyncio.wait([load], timeout=SAMPLE_SECONDS)
             samples.append((time.monotonic() - started, _rss_mib(worker.pid)))
             lags.append(int(sum(RATES.values()) * min(samples[-1][0], SECONDS)) - await _written(pool, topics))
-        sent = await load
+        by_kind = await load
+        sent = sum(by_kind[kind] for kind in RATES)
         deadline = time.monotonic() + 120
         while await _written(pool, topics) < sent and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)  # the last events' write: polling Postgres is the measurement
         written = await _written(pool, topics)
+        rows = {kind: await pool.fetchval(f'SELECT count(*) FROM storage."soak_{kind}"') for kind in RATES}
+        expected = by_kind | {"merge": by_kind["merge_rows"]}
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -133,7 +142,8 @@ async def run(env: BenchEnv) -> list[Figure]:
         Figure("worker RSS growth after warm-up (least squares)", _slope_per_minute(after_warm_up), "MiB/min"),
         Figure("worker peak RSS", max(rss for _, rss in samples), "MiB"),
         Figure("events sent", float(sent), "events"),
-        Figure("events written (every one, once)", float(written), "events", float(sent)),
+        Figure("events consumed (positions committed)", float(written), "events", float(sent)),
+        *(Figure(f"rows in the {kind} storage", float(rows[kind]), "rows", float(expected[kind])) for kind in RATES),
         Figure("largest backlog sampled", float(max(lags)), "events"),
         Figure("load", float(SECONDS), "s"),
     ]
