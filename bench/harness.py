@@ -67,3 +67,12 @@ def bench_env(need_postgres: bool = True) -> Iterator[BenchEnv]:
             outbound_allow="127.0.0.1,::1,localhost",
         )
         yield BenchEnv(settings, work_dir)
+
+
+def status_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory line of /proc/<pid>/status in MiB: VmHWM (the peak resident size so far) or VmRSS (now)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.harness import BenchEnv, Figure
+from bench.harness import BenchEnv, Figure, status_mib
 from bench.sink import service_env, spawn
 from headrace.platform.processes import free_port, wait_ready
 from headrace.platform.scratch import ScratchSftp, running_sftp
@@ -37,14 +37,6 @@ def write_csv(path: Path, megabytes: int) -> int:
             rows += 10_000
             written += len(block)
     return rows
-
-
-def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def import_once(env: BenchEnv, server: ScratchSftp, path: Path) -> tuple[float, float, int]:
@@ -77,7 +69,7 @@ async def import_once(env: BenchEnv, server: ScratchSftp, path: Path) -> tuple[f
                 answer = await response.json()
                 assert response.status == 200, answer
             seconds = time.perf_counter() - started
-        return _peak_rss_mib(ingest.pid), seconds, int(answer["rows"])
+        return status_mib(ingest.pid, "VmHWM"), seconds, int(answer["rows"])
     finally:
         ingest.terminate()
         ingest.wait(timeout=60)

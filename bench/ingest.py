@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.harness import BenchEnv, Figure, service_environ
+from bench.harness import BenchEnv, Figure, service_environ, status_mib
 from bench.kafka_baseline import produce
 from headrace.catalog import Catalog
 from headrace.catalog.provision import create_storage
@@ -155,14 +155,6 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def _batched(push_url: str) -> float:
     body = orjson.dumps([EVENT] * BATCH_EVENTS)
     queue = list(range(BATCHES))
@@ -211,7 +203,7 @@ async def run(env: BenchEnv) -> list[Figure]:
         bare = await _bare_server(env.work_dir)
 
         # (c) the ingest process's peak memory over the whole run.
-        peak_mib = _peak_rss_mib(ingest.pid)
+        peak_mib = status_mib(ingest.pid, "VmHWM")
     finally:
         ingest.terminate()
         await ingest.wait()

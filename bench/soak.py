@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.harness import BenchEnv, Figure
+from bench.harness import BenchEnv, Figure, status_mib
 from bench.sink import service_env, spawn
 from headrace.catalog import Catalog
 from headrace.events import event_headers, event_key
@@ -27,14 +27,6 @@ WARM_UP_SECONDS = min(60.0, SECONDS / 5)
 RATES = {"append": 2000, "merge": 1000, "named": 500}
 MERGE_KEYS = 20_000
 SAMPLE_SECONDS = 5.0
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _slope_per_minute(samples: list[tuple[float, float]]) -> float:
@@ -118,7 +110,7 @@ async def run(env: BenchEnv) -> list[Figure]:
         started = time.monotonic()
         while not load.done():
             await asyncio.wait([load], timeout=SAMPLE_SECONDS)
-            samples.append((time.monotonic() - started, _rss_mib(worker.pid)))
+            samples.append((time.monotonic() - started, status_mib(worker.pid, "VmRSS")))
             lags.append(int(sum(RATES.values()) * min(samples[-1][0], SECONDS)) - await _written(pool, topics))
         by_kind = await load
         sent = sum(by_kind[kind] for kind in RATES)
