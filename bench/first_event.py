@@ -51,8 +51,8 @@ async def _measure(env: BenchEnv, pool: asyncpg.Pool, workers: int) -> tuple[lis
     environ = service_env(env, prefix) | {"HEADRACE_INGEST_PORT": str(ingest_port)}
     if SESSION_TIMEOUT_MS:  # how the group's join time follows the session timeout on this broker
         environ["HEADRACE_KAFKA_SESSION_TIMEOUT_MS"] = SESSION_TIMEOUT_MS
-    if FETCH_WAIT_MS:  # and the wait for a fetch already in flight
-        environ["HEADRACE_TRANSFORM_FETCH_WAIT_MS"] = FETCH_WAIT_MS
+    if FETCH_WAIT_MS:  # and the wait of a fetch already in flight (50 ms by default)
+        environ["HEADRACE_KAFKA_FETCH_MAX_WAIT_MS"] = FETCH_WAIT_MS
     ingest_url = f"http://127.0.0.1:{ingest_port}"
     processes = [spawn("ingest", environ, env.work_dir / f"ingest-{workers}.log")]
     ports = [free_port() for _ in range(workers)]

@@ -109,13 +109,6 @@ class Settings(BaseSettings):
 
     transform_batch_max_rows: int = Field(5000, description="Rows per Postgres write batch, at most")
     transform_batch_max_ms: int = Field(200, description="Longest wait to fill a write batch, in ms")
-    transform_fetch_wait_ms: int = Field(
-        500,
-        ge=10,
-        le=10_000,
-        description="Longest a fetch waits for new events, in ms; lower it where the broker answers a waiting fetch"
-        " only when the wait ends (Tansu), at the cost of idle fetches (each lists every partition the worker owns)",
-    )
     transform_fast_path: bool = Field(
         True, description="Write polls that fit the model as they are column-wise; off, every poll takes the row path"
     )

@@ -96,9 +96,6 @@ class StorageSink(mode.Service):
             # New storages' topics must be noticed quickly: pattern subscriptions only see them on refresh (which a
             # storage's creation also asks for: _storage_created).
             metadata_max_age_ms=1000,
-            # A partition just assigned joins the next fetch, not one already waiting; on Tansu a waiting fetch
-            # answers new events only when its wait ends. Shorter waits cost idle fetches of every partition.
-            fetch_max_wait_ms=self.settings.transform_fetch_wait_ms,
         )
         self.consumer.subscribe(pattern=self.topics.ingest_pattern, listener=Rebalance(self))
         await self.consumer.start()

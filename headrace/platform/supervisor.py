@@ -31,7 +31,6 @@ SERVICE_MODULES = {
 DEFAULT_BROKER_PORT = 9092
 DEFAULT_POSTGRES_PORT = 5433
 EMBEDDED_SESSION_TIMEOUT_MS = 3000
-EMBEDDED_FETCH_WAIT_MS = 100
 
 
 def _say(line: str) -> None:
@@ -80,9 +79,6 @@ class Platform:
                 # Tansu forms a group in half the session timeout, and has no minimum like Kafka's 6 s: a new
                 # storage's topic is then picked up by transform in about 1.5 s instead of 3.
                 update["kafka_session_timeout_ms"] = EMBEDDED_SESSION_TIMEOUT_MS
-            if "transform_fetch_wait_ms" not in settings.model_fields_set:
-                # Tansu answers a waiting fetch only when the wait ends: a laptop's few storages afford short waits.
-                update["transform_fetch_wait_ms"] = EMBEDDED_FETCH_WAIT_MS
             settings = settings.model_copy(update=update)
             _say(f"broker           kafka://{self.broker.bootstrap}  (embedded Tansu, in memory)")
         else:
@@ -115,7 +111,6 @@ class Platform:
             "HEADRACE_DATABASE_URL": settings.require_database_url(),
             "HEADRACE_DATA_DIR": str(self.data_dir),
             "HEADRACE_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-            "HEADRACE_TRANSFORM_FETCH_WAIT_MS": str(settings.transform_fetch_wait_ms),
             "HEADRACE_ADMIN_TOKEN": settings.require_admin_token(),
             "HEADRACE_SECRET_KEY": settings.require_secret_key(),
         }
