@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import logging
 import time
@@ -107,13 +106,6 @@ class IngestService(HttpService):
         self.producer = producer(self.settings)
         await self.producer.start()
         self.collector_scheduler = start_collector_scheduler(self.settings, self.catalog, self.producer)
-        # What start-up made lives as long as the process: out of the collector's sight, the young generations a
-        # push fills are collected without walking it again and again (the tail of push latency).
-        gc.collect()
-        gc.freeze()
-        # Young collections after 20,000 allocations rather than 700: a push allocates hundreds of objects that
-        # reference counting frees anyway (measured with wrk: p99 20.8 -> 18-20 ms, no change in memory).
-        gc.set_threshold(20_000, 50, 100)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Refuse new pushes (503, so clients go elsewhere) and wait for those already inside to be answered."""

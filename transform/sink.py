@@ -10,7 +10,6 @@ update of those positions keeps two workers that briefly share a partition durin
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import defaultdict
@@ -25,6 +24,7 @@ from aiokafka.errors import IllegalStateError
 from headrace.catalog import Catalog, Storage, StorageNotFound
 from headrace.codecs import EventDecoder
 from headrace.events import REASON_HEADER, SOURCE_HEADER
+from headrace.heap import freeze_startup_objects
 from headrace.kafka import Topics, consumer, ensure_topics, metadata_client, producer
 from headrace.kafka.clients import fetcher_stopped, refresh_metadata
 from headrace.kafka.incarnation import Incarnations, cluster_id
@@ -80,10 +80,7 @@ class StorageSink(mode.Service):
         await self.producer.start()
         await self._start_consumer()
         await self.creations.start()
-        # What start-up made lives as long as the worker: kept out of the collector's walks, which polls of
-        # thousands of events would otherwise trigger over and over (the same as ingest does).
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
         self.add_future(self._run())
         self.add_future(self._maintain())
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 
 from headrace import __version__
+from headrace.heap import freeze_startup_objects
 from headrace.kafka import kafka_reachable
 from headrace.logs import setup_logging
 from headrace.metrics import READY, http_metrics_middleware, metrics_body
@@ -147,6 +148,7 @@ async def serve(service: HttpService, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await service.start()
+    freeze_startup_objects()
     runner = web.AppRunner(service.app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)
