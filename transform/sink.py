@@ -108,13 +108,23 @@ class StorageSink(mode.Service):
         self._consumer_ok = False
         metrics.CONSUMER_RESTARTS.inc()
         log.error("the consumer stopped fetching (%s: %s); starting a new one", type(reason).__name__, reason)
-        try:
-            await self.consumer.stop()
-        except Exception:
-            log.exception("stopping the stalled consumer failed; starting a new one anyway")
+        await self._stop_consumer()
         self.positions.forget(list(self.positions.committed))
         self._storages.clear()
         await self._start_consumer()
+
+    async def _stop_consumer(self) -> None:
+        """Stop the consumer, waiting CONSUMER_STOP_SECONDS at most: leaving the group politely took aiokafka 48 s to
+        minutes with 800 partitions on Tansu. Positions live in Postgres, so a consumer stopped short is a crash the
+        protocol already survives (kill -9), whether the worker stops or replaces a stalled consumer."""
+        if self.consumer is None:
+            return
+        try:
+            await asyncio.wait_for(self.consumer.stop(), CONSUMER_STOP_SECONDS)
+        except TimeoutError:
+            log.warning("the consumer did not stop within %g s; going on without it", CONSUMER_STOP_SECONDS)
+        except Exception:
+            log.exception("stopping the consumer failed; going on without it")
 
     def _storage_created(self, name: str) -> None:
         if self.consumer is not None and self._consumer_ok:
@@ -122,13 +132,7 @@ class StorageSink(mode.Service):
 
     async def on_stop(self) -> None:
         await self.creations.stop()
-        if self.consumer is not None:
-            try:
-                # Leaving the group politely took aiokafka 48 s to minutes with 800 partitions on Tansu. Positions
-                # live in Postgres, so a consumer stopped short is a crash the protocol already survives (kill -9).
-                await asyncio.wait_for(self.consumer.stop(), CONSUMER_STOP_SECONDS)
-            except TimeoutError:
-                log.warning("the consumer did not stop within %g s; stopping without it", CONSUMER_STOP_SECONDS)
+        await self._stop_consumer()
         if self.producer is not None:
             await self.producer.stop()
         if self.metadata is not None:

@@ -45,7 +45,8 @@ async def test_storages_created_while_the_worker_runs_get_every_event_once(
     try:
         await lab.produce(first.name, json_values([{"n": 0}]))
         await eventually(lambda: lab.count(first), what="the first storage's event")
-        # Created and pushed to at once, while the worker runs: taken up by the rebalance their creation asks for.
+        # Created and pushed to at once, while the worker runs: however the worker learns of them (the creation's
+        # notice, tested above, or its periodic metadata refresh), the rebalance must lose and repeat nothing.
         created = [await lab.storage(f"{storage_name}_{i}") for i in range(1, 4)]
         for storage in created:
             await lab.produce(storage.name, json_values([{"n": i} for i in range(5)]))
